@@ -1,0 +1,3 @@
+from llmcli.cli.app import main
+
+main()

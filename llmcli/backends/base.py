@@ -1,0 +1,193 @@
+"""The Backend interface and the value types that cross it.
+
+Commands talk to a ``Backend`` only through this module's types, so they never
+need to know whether llama.cpp or torch is behind it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from llmcli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+    def to_dict(self) -> dict:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Every knob that shapes sampling; one type for every command and both backends.
+
+    ``max_tokens=None`` means "until end of sequence or the context window is full".
+    ``temperature == 0`` means greedy decoding (top-k/top-p/min-p are then irrelevant).
+    ``seed=None`` means a fresh random seed per run (reported in the stats).
+    """
+
+    max_tokens: int | None = None
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+
+    FIELDS = (
+        "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
+        "no_repeat_ngram_size", "seed", "stop", "n",
+    )
+
+    def __post_init__(self) -> None:
+        # Validate once, here, so every command and backend can trust the values.
+        def bad(name: str, value, why: str) -> UsageError:
+            flag = "--" + name.replace("_", "-")
+            return UsageError(f"invalid {flag} {value!r}: {why}")
+
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise bad("max_tokens", self.max_tokens, "must be a positive integer")
+        for name in ("temperature", "top_p", "min_p", "repeat_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+                raise bad(name, value, "must be a finite number")
+        if self.temperature < 0:
+            raise bad("temperature", self.temperature, "must be >= 0 (0 means greedy)")
+        if not 0 < self.top_p <= 1:
+            raise bad("top_p", self.top_p, "must be in (0, 1]")
+        if not 0 <= self.min_p <= 1:
+            raise bad("min_p", self.min_p, "must be in [0, 1]")
+        if self.top_k < 0:
+            raise bad("top_k", self.top_k, "must be >= 0 (0 disables top-k)")
+        if self.repeat_penalty <= 0:
+            raise bad("repeat_penalty", self.repeat_penalty, "must be > 0 (1 disables it)")
+        if self.no_repeat_ngram_size < 0:
+            raise bad("no_repeat_ngram_size", self.no_repeat_ngram_size, "must be >= 0 (0 disables it)")
+        if self.seed is not None and not 0 <= self.seed < 2**32 - 1:
+            raise bad("seed", self.seed, "must be in [0, 4294967294]")
+        if not isinstance(self.n, int) or self.n < 1:
+            raise bad("n", self.n, "must be a positive integer")
+        if any(s == "" for s in self.stop):
+            raise bad("stop", "", "stop strings must not be empty")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def replace(self, **changes) -> SamplingParams:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SamplingParams:
+        known = {k: v for k, v in d.items() if k in cls.FIELDS}
+        if "stop" in known and known["stop"] is not None:
+            known["stop"] = tuple(known["stop"])
+        return cls(**known)
+
+
+@dataclass
+class TokenEvent:
+    """One generated token and the text it released (may be empty while a UTF-8
+    sequence or a possible stop string is still incomplete)."""
+
+    token_id: int
+    text: str
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    prompt_tokens_processed: int = 0  # < prompt_tokens when a cached prefix was reused
+    generated_tokens: int = 0
+    time_to_first_token: float = 0.0  # seconds, includes prompt processing
+    generation_seconds: float = 0.0  # after the first token
+    finish_reason: str = "stop"  # "stop" (EOS or stop string) | "length" | "interrupted"
+    seed: int | None = None
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        t = self.time_to_first_token
+        return self.prompt_tokens_processed / t if t > 0 else 0.0
+
+    @property
+    def generation_tokens_per_second(self) -> float:
+        # The first token is produced by prompt processing; rate the rest.
+        n = self.generated_tokens - 1
+        return n / self.generation_seconds if n > 0 and self.generation_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_tokens_processed": self.prompt_tokens_processed,
+            "generated_tokens": self.generated_tokens,
+            "time_to_first_token_s": round(self.time_to_first_token, 6),
+            "generation_s": round(self.generation_seconds, 6),
+            "prompt_tokens_per_s": round(self.prompt_tokens_per_second, 3),
+            "generation_tokens_per_s": round(self.generation_tokens_per_second, 3),
+        }
+
+
+@dataclass
+class Finish:
+    """The last event of a stream: the whole text (stop string removed) and the stats."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+StreamEvent = TokenEvent | Finish
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What ``-v`` prints: which backend, on which device and dtype, and why."""
+
+    backend: str
+    device: str
+    dtype: str
+    reason: str
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    n_ctx: int
+    info: BackendInfo
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]: ...
+
+    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str: ...
+
+    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]: ...
+
+    @property
+    def has_chat_template(self) -> bool: ...
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]: ...
+
+    def logprobs(self, ids: list[int]) -> list[float]: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,135 @@
+"""Core benchmark: llmcli's llama.cpp path against llama-cpp-python's own
+``Llama.generate`` loop on the same model, threads and context, interleaved in one
+process so machine noise hits both sides alike. Reports medians and ratios."""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from llmcli.bench.table import Row
+
+PROMPT_TOKENS = 128
+GEN_TOKENS = 64
+
+
+def _prompt_ids(backend, n: int) -> list[int]:
+    text = ("The history of computing is a story of people, machines and ideas that shaped the modern world. " * 40)
+    ids = backend.tokenize(text, add_special=False, parse_special=False)
+    return ids[:n]
+
+
+def _ours_once(backend, ids, params) -> tuple[float, float, float]:
+    """(prompt tok/s, generation tok/s, ttft s), cache cleared so the prompt is really processed."""
+    from llmcli.backends.base import Finish
+
+    backend.reset()
+    for ev in backend.stream(ids, params):
+        if isinstance(ev, Finish):
+            s = ev.stats
+            return s.prompt_tokens_per_second, s.generation_tokens_per_second, s.time_to_first_token
+    raise RuntimeError("stream ended without Finish")
+
+
+def _ref_once(llm, ids, n_gen: int, greedy: bool) -> tuple[float, float, float]:
+    """llama-cpp-python's own loop: Llama.generate with its native sampler chain."""
+    llm.reset()
+    llm.set_seed(1234)
+    kwargs = {"temp": 0.0} if greedy else {"temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+    t0 = time.perf_counter()
+    first = None
+    count = 0
+    for _tok in llm.generate(ids, reset=True, **kwargs):
+        now = time.perf_counter()
+        if first is None:
+            first = now
+        count += 1
+        if count >= n_gen:
+            break
+    end = time.perf_counter()
+    ttft = first - t0
+    return len(ids) / ttft, (count - 1) / (end - first), ttft
+
+
+def run(model_path, threads: int | None, repeats: int = 5) -> list[Row]:
+    from llama_cpp import Llama
+
+    from llmcli.backends.base import SamplingParams
+    from llmcli.backends.llamacpp import LlamaCppBackend
+
+    rows: list[Row] = []
+    t0 = time.perf_counter()
+    ours = LlamaCppBackend(model_path, ctx_cap=2048, threads=threads)
+    load_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = Llama(model_path=str(model_path), n_ctx=ours.n_ctx, n_batch=ours.n_batch, n_ubatch=ours.n_batch,
+                n_threads=ours.threads, n_threads_batch=ours.threads, flash_attn=True, use_mmap=True, verbose=False)
+    load_ref = time.perf_counter() - t0
+    ids = _prompt_ids(ours, PROMPT_TOKENS)
+
+    def ignore_eos_params(**kw):
+        return SamplingParams(max_tokens=GEN_TOKENS, seed=1234, **kw)
+
+    cases = [
+        ("greedy", ignore_eos_params(temperature=0.0), True),
+        ("sampled (t=0.8, top-k 40, top-p 0.95, min-p 0.05)", ignore_eos_params(), False),
+    ]
+    for label, params, greedy in cases:
+        o_pp, o_tg, o_ttft, r_pp, r_tg, r_ttft = [], [], [], [], [], []
+        _ours_once(ours, ids, params)  # warm-up both
+        _ref_once(ref, ids, GEN_TOKENS, greedy)
+        for _ in range(repeats):
+            a = _ours_once(ours, ids, params)
+            b = _ref_once(ref, ids, GEN_TOKENS, greedy)
+            o_pp.append(a[0]); o_tg.append(a[1]); o_ttft.append(a[2])  # noqa: E702
+            r_pp.append(b[0]); r_tg.append(b[1]); r_ttft.append(b[2])  # noqa: E702
+        med = statistics.median
+        rows.append(Row(f"generation tok/s, {label}", med(o_tg), med(r_tg), "tok/s", "llama-cpp-python Llama.generate"))
+        rows.append(Row(f"prompt processing tok/s ({len(ids)} tok), {label}", med(o_pp), med(r_pp), "tok/s",
+                        "llama-cpp-python Llama.generate"))
+        rows.append(Row(f"time to first token, {label}", med(o_ttft) * 1000, med(r_ttft) * 1000, "ms",
+                        "llama-cpp-python Llama.generate", lower_is_better=True))
+    # The cost of no_repeat_ngram_size (a Python callback in the sampler chain), against our own plain greedy.
+    plain = [_ours_once(ours, ids, cases[0][1])[1] for _ in range(repeats)]
+    ngram = [_ours_once(ours, ids, cases[0][1].replace(no_repeat_ngram_size=3))[1] for _ in range(repeats)]
+    rows.append(Row("generation tok/s with --no-repeat-ngram-size 3", statistics.median(ngram),
+                    statistics.median(plain), "tok/s", "llmcli greedy without it"))
+    rows.append(Row("model load time", load_ours * 1000, load_ref * 1000, "ms", "llama_cpp.Llama()",
+                    lower_is_better=True))
+    ours.close()
+    del ref
+    rows.append(_peak_rss(model_path, threads))
+    rows.append(_help_time())
+    return rows
+
+
+def _peak_rss(model_path, threads) -> Row:
+    """Peak RSS of a whole `llmcli generate` process (64 tokens), measured by the kernel."""
+    cmd = [sys.executable, "-m", "llmcli", "generate", "-m", str(model_path), "--temperature", "0",
+           "--max-tokens", "64", "--raw", "Once upon a time"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run(cmd, capture_output=True, check=True, stdin=subprocess.DEVNULL)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    size_mb = os.path.getsize(model_path) / 2**20
+    return Row("peak RSS of `llmcli generate` (64 tokens)", max(peak_kb, before) / 1024, size_mb, "MiB",
+               "model file size", lower_is_better=True)
+
+
+def _help_time(repeats: int = 7) -> Row:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "llmcli", "--help"], capture_output=True, check=True,
+                       stdin=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], capture_output=True, check=True)
+    bare = time.perf_counter() - t0
+    return Row("`llmcli --help` wall time (target < 300 ms)", statistics.median(times) * 1000, bare * 1000, "ms",
+               "bare `python -c pass`", lower_is_better=True)

@@ -1,0 +1,1 @@
+"""The command-line layer: argv parsing, validation and exit codes. No model logic."""

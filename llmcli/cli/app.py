@@ -1,0 +1,105 @@
+"""The Typer application and the single place where errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from llmcli import __version__
+
+app = typer.Typer(
+    name="llmcli",
+    help="Run large language models locally: llama.cpp (GGUF) on CPU, PyTorch on GPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain help: rich help formatting imports markdown-it and rich (~120 ms), which would
+    # push `llmcli --help` past its 0.3 s budget.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"llmcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Run large language models locally: llama.cpp (GGUF) on CPU, PyTorch on GPU."""
+
+
+def _register() -> None:
+    # Each command module adds its commands; modules import heavy libraries only inside commands.
+    from llmcli.cli import generate, tokenize
+
+    for module in (generate, tokenize):
+        module.register(app)
+    for optional in ("models", "chat", "perplexity", "bench"):
+        try:
+            module = __import__(f"llmcli.cli.{optional}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"llmcli.cli.{optional}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def _debug() -> bool:
+    return os.environ.get("LLMCLI_DEBUG", "") not in ("", "0") or any(
+        a in ("-v", "--verbose") for a in sys.argv[1:])
+
+
+def main() -> None:
+    from llmcli.errors import LlmcliError
+    from llmcli.output import print_error
+
+    try:
+        # Non-standalone, so Typer's usage errors reach us and get the same one-line format.
+        rv = app(standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except LlmcliError as e:
+        if _debug():
+            import traceback
+
+            traceback.print_exc()
+        print_error(e.message, e.hint)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        # `llmcli generate … | head -1`: the reader left; that is not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        sys.exit(0)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if _is_usage_error(e):
+            if type(e).__name__ == "NoArgsIsHelpError":  # help was printed already
+                sys.exit(0)
+            ctx = getattr(e, "ctx", None)
+            where = f"{ctx.command_path} --help" if ctx is not None else "llmcli --help"
+            print_error(e.format_message(), f"see '{where}'")
+            sys.exit(e.exit_code)
+        if _debug():
+            raise
+        print_error(f"internal error: {type(e).__name__}: {e}", "run again with -v for a traceback and report it")
+        sys.exit(1)
+
+
+def _is_usage_error(e: Exception) -> bool:
+    # Typer keeps its Click private, so recognise its usage errors by their public shape.
+    return callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)

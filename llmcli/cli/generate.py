@@ -1,0 +1,173 @@
+"""``llmcli generate``: one-shot generation for shells and scripts."""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from llmcli.cli import options as o
+from llmcli.errors import UsageError
+
+THINK_MODES = ("show", "hide", "stderr")
+
+
+def build_prompt(argument: str | None, stdin_text: str | None) -> str:
+    """stdin is the context and the argument the instruction; either alone is the prompt."""
+    if stdin_text is not None and argument:
+        return f"{stdin_text.rstrip()}\n\n{argument}"
+    text = argument if argument else (stdin_text or "")
+    if not text.strip():
+        raise UsageError("empty prompt", 'pass the prompt as an argument or on stdin: llmcli generate "…"')
+    return text
+
+
+def resolve_think_mode(value: str | None, stdout_is_tty: bool) -> str:
+    if value is None:
+        return "show" if stdout_is_tty else "stderr"
+    if value not in THINK_MODES:
+        raise UsageError(f"invalid --think {value!r}", "choose show, hide or stderr")
+    return value
+
+
+def result_record(reply, *, model: str, backend: str, index: int) -> dict:
+    s = reply.stats
+    record = {
+        "index": index,
+        "text": reply.text,
+        "finish_reason": s.finish_reason,
+        "model": model,
+        "backend": backend,
+        "seed": s.seed,
+        "usage": {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.generated_tokens,
+                  "total_tokens": s.prompt_tokens + s.generated_tokens},
+        "timings": s.to_dict(),
+    }
+    if reply.thinking:
+        record["thinking"] = reply.thinking
+    return record
+
+
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt. With piped stdin, stdin comes first as "
+                                                    "context and this is the instruction.", show_default=False)] = None,
+    model: o.ModelOpt = None,
+    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (chat template only).",
+                                                  show_default=False)] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Send the text as is, without the chat template "
+                                      "(tokenized like `tokenize`: BOS if the model wants one, special-token text "
+                                      "parsed).")] = False,
+    max_tokens: o.MaxTokensOpt = None,
+    temperature: o.TemperatureOpt = None,
+    top_k: o.TopKOpt = None,
+    top_p: o.TopPOpt = None,
+    min_p: o.MinPOpt = None,
+    repeat_penalty: o.RepeatPenaltyOpt = None,
+    no_repeat_ngram_size: o.NoRepeatNgramOpt = None,
+    seed: o.SeedOpt = None,
+    stop: o.StopOpt = None,
+    n: o.NOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (an array when --n > 1) with "
+                                           "text, finish_reason, usage and timings.", rich_help_panel=o.OUTPUT_PANEL)] = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per sample, one per line, as each "
+                                        "finishes.", rich_help_panel=o.OUTPUT_PANEL)] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Print token counts, speeds and time to first token to "
+                                        "stderr.", rich_help_panel=o.OUTPUT_PANEL)] = False,
+    think: Annotated[Optional[str], typer.Option("--think", help="Where a reasoning model's <think> text goes: show, "
+                                                 "hide or stderr. [default: stderr when stdout is not a terminal, "
+                                                 "dimmed otherwise]", rich_help_panel=o.OUTPUT_PANEL,
+                                                 show_default=False)] = None,
+    backend: o.BackendOpt = None,
+    device: o.DeviceOpt = None,
+    dtype: o.DtypeOpt = None,
+    ctx: o.CtxOpt = None,
+    threads: o.ThreadsOpt = None,
+    gpu_layers: o.GpuLayersOpt = None,
+    allow_pickle: o.AllowPickleOpt = False,
+    trust_remote_code: o.TrustRemoteCodeOpt = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch backend: static KV cache + torch.compile.",
+                                           rich_help_panel=o.MODEL_PANEL)] = False,
+    verbose: o.VerboseOpt = False,
+) -> None:
+    """Generate text from a prompt and stream it to stdout.
+
+    Examples:
+
+      llmcli generate "Why is the sky blue?"
+
+      git diff | llmcli generate "Write a commit message"
+
+      llmcli generate --temperature 0 --max-tokens 64 --stop "\\n\\n" "…"
+
+      llmcli generate --n 3 --seed 7 --jsonl "Name a colour"
+    """
+    from llmcli.backends.base import Message
+    from llmcli.config import load_settings
+    from llmcli.output import NullSink, TextSink, dumps, format_stats, info
+    from llmcli.streaming import run_stream, think_filter_for
+
+    if json_out and jsonl:
+        raise UsageError("--json and --jsonl cannot be combined")
+    settings = load_settings()
+    params = o.sampling_params(settings, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                               min_p=min_p, repeat_penalty=repeat_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                               seed=seed, stop=stop, n=n)
+    think_mode = resolve_think_mode(think or settings.general.get("think"), _isatty(sys.stdout))
+    opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=ctx, threads=threads,
+                             gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, compile=compile_)
+    text = build_prompt(prompt, o.read_stdin_text())
+    ref, engine = o.load_model(model, settings, opts)
+    try:
+        prompt_text = None
+        if raw or not engine.has_chat_template:
+            if not raw and verbose:
+                info("the model has no chat template: sending the prompt as is")
+            ids = engine.tokenize(text, add_special=True, parse_special=True)
+        else:
+            messages = ([Message("system", system)] if system else []) + [Message("user", text)]
+            prompt_text = engine.chat_prompt(messages)
+            ids = engine.chat_ids(messages)
+        if len(ids) >= engine.n_ctx:
+            raise UsageError(f"the prompt is {len(ids)} tokens but the context window is {engine.n_ctx} tokens",
+                             "shorten the input, or raise --ctx if the model allows more")
+        base_seed = params.seed if params.seed is not None else random.randrange(2**31)
+        records = []
+        for i in range(params.n):
+            sample_params = params.replace(seed=base_seed + i, n=1)
+            sink = NullSink() if (json_out or jsonl) else TextSink(think_mode)
+            if i and not (json_out or jsonl):
+                sys.stdout.write("\n")
+            reply = run_stream(engine, ids, sample_params, sink, think_filter_for(prompt_text))
+            if not (json_out or jsonl):
+                sink.end()
+            if stats or verbose:
+                info(format_stats(reply.stats, label=f"sample {i + 1}/{params.n}" if params.n > 1 else ""))
+            record = result_record(reply, model=ref.display, backend=engine.name, index=i)
+            if jsonl:
+                sys.stdout.write(dumps(record) + "\n")
+                sys.stdout.flush()
+            records.append(record)
+            if reply.interrupted:
+                if json_out:
+                    sys.stdout.write(dumps(records[0] if params.n == 1 else records) + "\n")
+                sys.stdout.flush()
+                raise typer.Exit(130)
+        if json_out:
+            sys.stdout.write(dumps(records[0] if params.n == 1 else records) + "\n")
+            sys.stdout.flush()
+    finally:
+        engine.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", no_args_is_help=False)(generate)

@@ -1,0 +1,1 @@
+"""Model references, the local registry and hub downloads. Never loads a model."""

@@ -1,0 +1,57 @@
+"""What a model argument resolves to, and cheap checks that a path really is a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmcli.errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    path: Path  # a .gguf file, or an HF-format folder
+    format: str  # "gguf" | "hf"
+    name: str | None = None  # store name or alias, when it came from the store
+    origin: str = "path"  # "path" | "store" | "embedded" | "config"
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def display(self) -> str:
+        return self.name or str(self.path)
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail with a clear message before llama.cpp prints pages of C logs."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except IsADirectoryError:
+        raise ModelError(f"{path} is a directory, not a GGUF file") from None
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror}") from None
+    if head != GGUF_MAGIC:
+        raise ModelError(f"{path} is not a GGUF model file (wrong magic bytes)",
+                         "pass a .gguf file or a Hugging Face model folder")
+
+
+def ref_from_path(path: Path, origin: str = "path", name: str | None = None) -> ModelRef:
+    """Classify an existing path as a GGUF file or an HF-format folder."""
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelRef(path, "hf", name, origin)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            check_gguf_file(ggufs[0])
+            return ModelRef(ggufs[0], "gguf", name, origin)
+        if ggufs:
+            listed = ", ".join(g.name for g in ggufs[:6])
+            raise ModelError(f"{path} holds several GGUF files ({listed})", "pass the file you want with -m")
+        raise ModelError(f"{path} is not a model folder (no config.json and no .gguf file)",
+                         "pass a .gguf file or a folder with config.json + safetensors")
+    if path.is_file():
+        check_gguf_file(path)
+        return ModelRef(path, "gguf", name, origin)
+    raise ModelError(f"model not found: {path}")

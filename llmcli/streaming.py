@@ -1,0 +1,63 @@
+"""Consume a backend stream: route answer and thinking text to their sinks as it
+arrives, and turn Ctrl-C into a partial result. Shared by ``generate`` and ``chat``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmcli.backends.base import Finish, GenerationStats
+from llmcli.thinking import ThinkFilter
+
+
+@dataclass
+class Reply:
+    text: str  # the answer, thinking removed, stop string removed
+    thinking: str
+    raw_text: str  # everything generated (thinking included)
+    token_ids: list[int] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stats.finish_reason == "interrupted"
+
+
+def think_filter_for(prompt_text: str | None) -> ThinkFilter:
+    """Templates of some reasoning models open the thinking block in the prompt itself."""
+    starts = bool(prompt_text) and prompt_text.rstrip().endswith("<think>")
+    return ThinkFilter(start_thinking=starts)
+
+
+def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
+    answer: list[str] = []
+    thinking: list[str] = []
+    raw: list[str] = []
+    ids: list[int] = []
+
+    def emit(pieces):
+        for is_thinking, text in pieces:
+            if is_thinking:
+                thinking.append(text)
+                sink.thinking(text)
+            else:
+                answer.append(text)
+                sink.answer(text)
+
+    final: Finish | None = None
+    try:
+        for ev in backend.stream(prompt_ids, params):
+            if isinstance(ev, Finish):
+                final = ev
+                break
+            if ev.token_id >= 0:
+                ids.append(ev.token_id)
+            raw.append(ev.text)
+            emit(think.feed(ev.text))
+        emit(think.flush())
+    except KeyboardInterrupt:
+        emit(think.flush())
+        stats = GenerationStats(prompt_tokens=len(prompt_ids), generated_tokens=len(ids),
+                                finish_reason="interrupted", seed=params.seed)
+        return Reply("".join(answer), "".join(thinking), "".join(raw), ids, stats)
+    assert final is not None
+    return Reply("".join(answer), "".join(thinking), final.text, final.token_ids, final.stats)
