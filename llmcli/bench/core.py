@@ -5,7 +5,6 @@ process so machine noise hits both sides alike. Reports medians and ratios."""
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,8 @@ def run(model_path, threads: int | None, repeats: int = 5) -> list[Row]:
     from llmcli.backends.llamacpp import LlamaCppBackend
 
     rows: list[Row] = []
+    # First, while this process is small: a child's ru_maxrss starts from its parent's RSS at fork.
+    rss_row = _peak_rss(model_path, threads)
     t0 = time.perf_counter()
     ours = LlamaCppBackend(model_path, ctx_cap=2048, threads=threads)
     load_ours = time.perf_counter() - t0
@@ -102,23 +103,42 @@ def run(model_path, threads: int | None, repeats: int = 5) -> list[Row]:
                     lower_is_better=True))
     ours.close()
     del ref
-    rows.append(_peak_rss(model_path, threads))
+    rows.append(rss_row)
     rows.append(_help_time())
     return rows
 
 
+def _child_peak_rss_mib(cmd: list[str]) -> float:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the max over all children
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}… failed with exit {code}")
+    return usage.ru_maxrss / 1024
+
+
+_REF_SCRIPT = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=4096, n_threads=int(sys.argv[2]), flash_attn=True, verbose=False)
+ids = llm.tokenize(b"Once upon a time")
+for i, _ in enumerate(llm.generate(ids, temp=0.0)):
+    if i >= 63:
+        break
+"""
+
+
 def _peak_rss(model_path, threads) -> Row:
-    """Peak RSS of a whole `llmcli generate` process (64 tokens), measured by the kernel."""
-    cmd = [sys.executable, "-m", "llmcli", "generate", "-m", str(model_path), "--temperature", "0",
-           "--max-tokens", "64", "--raw", "Once upon a time"]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(cmd, capture_output=True, check=True, stdin=subprocess.DEVNULL)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    size_mb = os.path.getsize(model_path) / 2**20
-    return Row("peak RSS of `llmcli generate` (64 tokens)", max(peak_kb, before) / 1024, size_mb, "MiB",
-               "model file size", lower_is_better=True)
+    """Peak RSS of a whole `llmcli generate` process vs a bare llama-cpp-python process doing the same work."""
+    from llmcli.backends.hardware import physical_cores
+
+    n = threads or physical_cores()
+    ours = _child_peak_rss_mib([sys.executable, "-m", "llmcli", "generate", "-m", str(model_path), "--temperature",
+                                "0", "--max-tokens", "64", "--ctx", "4096", "--threads", str(n), "--raw",
+                                "Once upon a time"])
+    ref = _child_peak_rss_mib([sys.executable, "-c", _REF_SCRIPT, str(model_path), str(n)])
+    return Row("peak RSS of a 64-token generation process (4096 window)", ours, ref, "MiB",
+               "python + llama_cpp.Llama.generate", lower_is_better=True)
 
 
 def _help_time(repeats: int = 7) -> Row:
