@@ -3,6 +3,7 @@ arrives, and turn Ctrl-C into a partial result. Shared by ``generate`` and ``cha
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from llmcli.backends.base import Finish, GenerationStats
@@ -44,11 +45,15 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
                 sink.answer(text)
 
     final: Finish | None = None
+    started = time.perf_counter()
+    first_at: float | None = None
     try:
         for ev in backend.stream(prompt_ids, params):
             if isinstance(ev, Finish):
                 final = ev
                 break
+            if first_at is None:
+                first_at = time.perf_counter()
             if ev.token_id >= 0:
                 ids.append(ev.token_id)
             raw.append(ev.text)
@@ -58,6 +63,9 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
         emit(think.flush())
         stats = GenerationStats(prompt_tokens=len(prompt_ids), generated_tokens=len(ids),
                                 finish_reason="interrupted", seed=params.seed)
+        if first_at is not None:  # the backend's own timings are lost with the stream: use ours
+            stats.time_to_first_token = first_at - started
+            stats.generation_seconds = time.perf_counter() - first_at
         return Reply("".join(answer), "".join(thinking), "".join(raw), ids, stats)
     assert final is not None
     return Reply("".join(answer), "".join(thinking), final.text, final.token_ids, final.stats)

@@ -64,3 +64,51 @@ def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = Non
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# --- torch backend (issue 3) -------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def torch_cache_dir(tmp_path_factory) -> Path:
+    """An llmcli cache dir shared by the whole session: it holds the SmolLM2 GGUF's conversion, so
+    tests (and subprocesses given LLMCLI_CACHE_DIR=this) open the GGUF on torch without converting."""
+    return tmp_path_factory.mktemp("torch-cache")
+
+
+@pytest.fixture(scope="session")
+def converted_gguf(gguf_path, torch_cache_dir):
+    """(folder, messages): the torch backend's real GGUF conversion of the shipped SmolLM2, run once —
+    transformers loads the GGUF dequantized, the tokenizer gets llama.cpp's pre-tokenizer back, and
+    safetensors + config + tokenizer are saved; ``messages`` is what it said on stderr."""
+    from llmcli.backends.gguf_convert import ensure_converted
+
+    messages: list[str] = []
+    folder = ensure_converted(gguf_path, torch_cache_dir, notify=messages.append)
+    return folder, messages
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir(converted_gguf) -> Path:
+    """An HF-format SmolLM2 folder (config.json + model.safetensors + corrected tokenizer), standing in
+    for the real SmolLM2 repo: HF-folder loading is tested without any hub."""
+    return converted_gguf[0]
+
+
+@pytest.fixture(scope="session")
+def torch_backend(hf_model_dir):
+    from llmcli.backends.select import BackendOptions
+    from llmcli.backends.torch import TorchBackend
+    from llmcli.store.refs import ModelRef
+
+    b = TorchBackend(ModelRef(hf_model_dir, "hf"), BackendOptions(ctx=1024), reason="test")
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def llama_backend(gguf_path):
+    from llmcli.backends.llamacpp import LlamaCppBackend
+
+    b = LlamaCppBackend(gguf_path, ctx_cap=1024)
+    yield b
+    b.close()

@@ -19,9 +19,15 @@ from llmcli.errors import UsageError
 class Message:
     role: str  # "system" | "user" | "assistant"
     content: str
+    # A reasoning model's thinking for an assistant turn. Templates that want it back read
+    # ``message.reasoning_content``; all others never see it.
+    reasoning: str = ""
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        d = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            d["reasoning_content"] = self.reasoning
+        return d
 
 
 @dataclass(frozen=True)

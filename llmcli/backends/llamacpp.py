@@ -69,7 +69,12 @@ class LlamaCppBackend:
         cparams.n_ubatch = min(batch, n_ctx)
         cparams.n_threads = self.threads
         cparams.n_threads_batch = self.threads
-        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+        # On CPU, flash attention makes a token's keys/values depend on how the prompt was split into
+        # batches, so a reused prefix would not give the bits a fresh run gives (measured: logits off by
+        # up to 0.8). Without it, any split into batches of >= 2 tokens is bit-identical, at the same
+        # speed on CPU (docs/performance.md). GPU offload keeps llama.cpp's `auto`.
+        cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if gpu_layers
+                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         try:
             self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=verbose)
         except ValueError:
@@ -81,6 +86,10 @@ class LlamaCppBackend:
         self.n_vocab = self._model.n_vocab()
         self.metadata = self._model.metadata()
         self._cached: list[int] = []  # ids whose keys/values are in the KV cache, in order
+        # Length of the prefix of _cached that was evaluated as prompt, in batches of >= 2 tokens: only
+        # that part is reused, so a reply never depends on what the cache held before (generated tokens
+        # are decoded one at a time, and a lone token's keys/values differ in the last bits).
+        self._exact = 0
         self._piece_buf = ctypes.create_string_buffer(256)
         self._internals = _internals
         bos = self._model.token_bos()
@@ -160,10 +169,21 @@ class LlamaCppBackend:
         return ids
 
     # --- evaluation ---------------------------------------------------------------------------
+    def _chunks(self, n: int) -> Iterator[tuple[int, int]]:
+        """(start, size) of the batches for n tokens: at most n_batch each, and never a lone last
+        token unless n == 1 (a batch of one token computes slightly different keys/values)."""
+        i = 0
+        while i < n:
+            size = min(self.n_batch, n - i)
+            if n - i - size == 1 and size > 2:
+                size -= 1
+            yield i, size
+            i += size
+
     def _decode(self, ids: Sequence[int], *, all_logits: bool = False):
         """Append ``ids`` to the KV cache; yields each batch's size after decoding it."""
-        for i in range(0, len(ids), self.n_batch):
-            chunk = ids[i:i + self.n_batch]
+        for i, size in self._chunks(len(ids)):
+            chunk = ids[i:i + size]
             self._batch.set_batch(chunk, len(self._cached), all_logits)
             try:
                 self._ctx.decode(self._batch)
@@ -176,6 +196,7 @@ class LlamaCppBackend:
     def _forget_from(self, pos: int) -> None:
         self._ctx.kv_cache_seq_rm(-1, pos, -1)
         del self._cached[pos:]
+        self._exact = min(self._exact, pos)
 
     def reset(self) -> None:
         """Drop the whole KV cache (chat: /clear)."""
@@ -203,13 +224,12 @@ class LlamaCppBackend:
 
     def _raw_ids(self, prompt_ids: list[int], params: SamplingParams, seed: int,
                  stats: GenerationStats) -> Iterator[int]:
-        keep = common_prefix_len(self._cached, prompt_ids)
-        if keep == len(prompt_ids):
-            keep -= 1  # logits of the last prompt token are needed: evaluate it again
+        keep = self._reusable(prompt_ids)
         self._forget_from(keep)
         stats.prompt_tokens_processed = len(prompt_ids) - keep
         for _ in self._decode(prompt_ids[keep:]):
             pass
+        self._exact = len(prompt_ids)
         sampler, blocker = self._sampler(params, seed, prompt_ids)
         try:
             sample = self._ll.llama_sampler_sample
@@ -224,6 +244,30 @@ class LlamaCppBackend:
                     pass
         finally:
             sampler.close()
+
+    def _reusable(self, ids: Sequence[int]) -> int:
+        """How many leading ids can keep their cached keys/values. At least two tokens are evaluated
+        again (fresh logits for the last one, and no lone-token batch), so the result is bit-identical
+        to evaluating ``ids`` from an empty cache."""
+        keep = min(common_prefix_len(self._cached, ids), self._exact)
+        return min(keep, max(len(ids) - 2, 0))
+
+    def prefill(self, ids: Sequence[int]) -> int:
+        """Evaluate ``ids`` into the KV cache without generating, so that a later prompt starting with
+        them evaluates only what follows. Chat calls it with the conversation including the reply just
+        generated, while the user types the next message. Returns how many tokens were evaluated."""
+        ids = list(ids)
+        if len(ids) < 2 or len(ids) >= self.n_ctx:
+            return 0
+        self._check_ids(ids)
+        if min(common_prefix_len(self._cached, ids), self._exact) >= len(ids):
+            return 0
+        keep = self._reusable(ids)
+        self._forget_from(keep)
+        for _ in self._decode(ids[keep:]):
+            pass
+        self._exact = len(ids)
+        return len(ids) - keep
 
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
         if not prompt_ids:
@@ -257,6 +301,7 @@ class LlamaCppBackend:
                     out.append(float(logits[r, ids[j]] - lse[r]))
             pos += n
         # Logits for every position were requested: the cached state is still valid for reuse.
+        self._exact = len(ids) if len(ids) >= 2 else 0
         return out
 
     def close(self) -> None:

@@ -1,8 +1,19 @@
 """Choose and load a backend for a model: one rule, explained in ``-v`` output.
 
 The rule is a pure function of the model's format, the user's explicit
-``--backend``/``--device`` and the hardware facts, so it is unit-tested with
-the facts injected.
+``--backend``/``--device``/``--gpu-layers`` and the hardware facts, so it is unit-tested
+with the facts injected. The rule (``--backend auto``):
+
+1. HF-format folder → torch (llama.cpp cannot read it): on the CUDA GPU when there is one,
+   else Apple MPS, else CPU — with a hint that a GGUF runs faster on CPU.
+2. GGUF → llama.cpp, which runs quantized weights fastest on CPU; when llama-cpp-python was
+   built with GPU support, layers are offloaded to the GPU (all of them unless
+   ``--gpu-layers`` says otherwise; ``--device cpu`` keeps everything on the CPU).
+3. GGUF with ``--device cuda|mps`` and a llama.cpp without GPU support → torch on that
+   device (the GGUF is dequantized; the conversion is cached).
+
+An explicit ``--backend`` or ``--device`` that cannot be honoured is an error, never a
+silent fallback.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from dataclasses import dataclass
 from llmcli.errors import UsageError
 
 BACKENDS = ("auto", "llama.cpp", "torch")
+ALL_LAYERS = -1
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class BackendOptions:
 class Choice:
     backend: str
     reason: str
+    gpu_layers: int = 0  # llama.cpp only; -1 = all layers
 
 
 def normalize_backend(name: str) -> str:
@@ -43,34 +56,79 @@ def normalize_backend(name: str) -> str:
     return aliases[key]
 
 
+_NO_GPU_BUILD = ("llama-cpp-python here was built without GPU support",
+                 "reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\", or use --backend torch")
+
+
 def choose(model_format: str, backend: str = "auto", device: str | None = None, *,
-           cuda_available: bool = False, torch_installed: bool = True) -> Choice:
-    """The dispatch rule (see docs/architecture.md)."""
+           cuda_available: bool = False, mps_available: bool = False, gpu_offload: bool = False,
+           gpu_layers: int | None = None, torch_installed: bool = True) -> Choice:
+    """The dispatch rule (module docstring). Facts: ``cuda_available``/``mps_available`` (torch
+    sees that GPU), ``gpu_offload`` (llama-cpp-python was built with GPU support)."""
+    from llmcli.backends.torch_env import parse_device
+
     backend = normalize_backend(backend)
-    if backend == "llama.cpp":
-        if model_format != "gguf":
-            raise UsageError("the llama.cpp backend needs a GGUF file, and this model is an HF-format folder",
-                             "use --backend torch, or pass a .gguf file")
-        return Choice("llama.cpp", "--backend llama.cpp was given")
-    if backend == "torch":
-        return Choice("torch", "--backend torch was given")
-    # auto
-    if model_format == "gguf":
-        if device and device != "cpu" and torch_installed:
-            return Choice("torch", f"--device {device} asks for the torch backend")
-        return Choice("llama.cpp", "GGUF model: llama.cpp runs quantized weights fastest")
-    if cuda_available:
-        return Choice("torch", "HF weights and a CUDA GPU")
-    return Choice("torch", "HF-format model with no GGUF file: torch on CPU (hint: a GGUF of this model runs faster on CPU)")
+    device = parse_device(device)
+    if gpu_layers is not None and gpu_layers < ALL_LAYERS:
+        raise UsageError(f"invalid --gpu-layers {gpu_layers}: must be >= -1 (-1 = all layers)")
+    on_gpu = device is not None and device != "cpu"
+    wants_layers = gpu_layers not in (None, 0)
+
+    if backend == "torch" or (backend == "auto" and model_format != "gguf"):
+        if wants_layers:
+            raise UsageError("--gpu-layers applies to the llama.cpp backend only",
+                             "use --device to place a torch model")
+        if not torch_installed:
+            raise UsageError("the torch backend needs torch and transformers, which are not installed",
+                             "pip install torch transformers")
+        if backend == "torch":
+            return Choice("torch", "--backend torch was given")
+        if device is not None:
+            return Choice("torch", f"HF-format model: torch on --device {device}")
+        if cuda_available:
+            return Choice("torch", "HF-format model and a CUDA GPU: torch on the GPU")
+        if mps_available:
+            return Choice("torch", "HF-format model and an Apple GPU: torch on MPS")
+        return Choice("torch", "HF-format model with no GGUF file: torch on CPU (hint: a GGUF of this model "
+                               "runs faster on CPU with llama.cpp)")
+
+    if backend == "llama.cpp" and model_format != "gguf":
+        raise UsageError("the llama.cpp backend needs a GGUF file, and this model is an HF-format folder",
+                         "use --backend torch, or pass a .gguf file")
+
+    # GGUF on llama.cpp (explicit, or auto)
+    if device == "cpu":
+        if wants_layers:
+            raise UsageError("--gpu-layers conflicts with --device cpu")
+        why = "--backend llama.cpp was given" if backend == "llama.cpp" else "GGUF model"
+        return Choice("llama.cpp", f"{why}; --device cpu: no GPU offload", 0)
+    if on_gpu and not gpu_offload:
+        if backend == "llama.cpp":
+            raise UsageError(f"--device {device} with the llama.cpp backend: {_NO_GPU_BUILD[0]}", _NO_GPU_BUILD[1])
+        if not torch_installed:
+            raise UsageError(f"--device {device} for a GGUF needs the torch backend, which is not installed",
+                             "pip install torch transformers")
+        return Choice("torch", f"GGUF with --device {device}, and {_NO_GPU_BUILD[0]}: torch on the GPU "
+                               "(weights dequantized; the conversion is cached)")
+    if wants_layers and not gpu_offload:
+        raise UsageError(f"--gpu-layers {gpu_layers}: {_NO_GPU_BUILD[0]}", _NO_GPU_BUILD[1])
+    why = "--backend llama.cpp was given" if backend == "llama.cpp" else \
+        "GGUF model: llama.cpp runs quantized weights fastest"
+    if gpu_offload:
+        layers = ALL_LAYERS if gpu_layers is None else gpu_layers
+        where = "all layers" if layers == ALL_LAYERS else f"{layers} layers"
+        return Choice("llama.cpp", f"{why}; GPU offload of {where} (llama-cpp-python has GPU support)", layers)
+    return Choice("llama.cpp", f"{why}; on CPU (this llama-cpp-python has no GPU support)", 0)
 
 
 def load_backend(ref, opts: BackendOptions):
     """Resolve the rule against the real machine and load the chosen backend."""
-    choice = choose(ref.format, opts.backend, opts.device, cuda_available=_cuda_available(ref.format, opts))
+    facts = _facts(ref.format, opts)
+    choice = choose(ref.format, opts.backend, opts.device, gpu_layers=opts.gpu_layers, **facts)
     if choice.backend == "llama.cpp":
         from llmcli.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(ref.path, ctx_cap=opts.ctx, threads=opts.threads, gpu_layers=opts.gpu_layers or 0,
+        return LlamaCppBackend(ref.path, ctx_cap=opts.ctx, threads=opts.threads, gpu_layers=choice.gpu_layers,
                                verbose=opts.verbose, reason=choice.reason)
     try:
         from llmcli.backends.torch import TorchBackend
@@ -81,12 +139,30 @@ def load_backend(ref, opts: BackendOptions):
     return TorchBackend(ref, opts, reason=choice.reason)
 
 
-def _cuda_available(model_format: str, opts: BackendOptions) -> bool:
-    # Only HF folders in auto mode care; importing torch costs seconds, so ask only then.
-    if model_format == "gguf" or normalize_backend(opts.backend) != "auto":
-        return False
+def _facts(model_format: str, opts: BackendOptions) -> dict:
+    """Only the facts the rule needs for this model, since asking costs imports (torch ≈3 s)."""
+    facts: dict = {}
+    backend = normalize_backend(opts.backend)
+    if model_format == "gguf" and backend != "torch":
+        facts["gpu_offload"] = _llama_gpu_offload()
+    if model_format != "gguf" and backend == "auto" and not opts.device:
+        try:
+            import torch
+        except ImportError:
+            facts["torch_installed"] = False
+            return facts
+        facts["cuda_available"] = bool(torch.cuda.is_available())
+        mps = getattr(torch.backends, "mps", None)
+        facts["mps_available"] = bool(mps is not None and mps.is_available())
+    return facts
+
+
+def _llama_gpu_offload() -> bool:
     try:
-        import torch
+        import llama_cpp
     except ImportError:
         return False
-    return bool(torch.cuda.is_available())
+    try:
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except (AttributeError, OSError):
+        return False

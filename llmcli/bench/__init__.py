@@ -6,4 +6,6 @@ from __future__ import annotations
 
 SUITES = {
     "core": "llmcli.bench.core",
+    "torch": "llmcli.bench.torch",
+    "chat": "llmcli.bench.chat",
 }

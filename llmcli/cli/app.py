@@ -41,7 +41,7 @@ def _register() -> None:
 
     for module in (generate, tokenize):
         module.register(app)
-    for optional in ("models", "chat", "perplexity", "bench"):
+    for optional in ("models", "chat", "perplexity", "cache", "bench"):
         try:
             module = __import__(f"llmcli.cli.{optional}", fromlist=["register"])
         except ModuleNotFoundError as e:
@@ -88,9 +88,15 @@ def main() -> None:
         raise
     except Exception as e:  # noqa: BLE001
         if _is_usage_error(e):
-            if type(e).__name__ == "NoArgsIsHelpError":  # help was printed already
-                sys.exit(0)
             ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError":
+                # Standalone mode would print the help here; outside it we must, like `git`, to stdout.
+                if ctx is not None:
+                    try:
+                        print(ctx.get_help())
+                    except BrokenPipeError:
+                        sys.stdout = open(os.devnull, "w")
+                sys.exit(0)
             where = f"{ctx.command_path} --help" if ctx is not None else "llmcli --help"
             print_error(e.format_message(), f"see '{where}'")
             sys.exit(e.exit_code)

@@ -105,6 +105,12 @@ def backend_options(settings, *, backend=None, device=None, dtype=None, ctx=None
         raise UsageError(f"invalid --ctx {ctx}: must be >= 0")
     if threads is not None and threads < 1:
         raise UsageError(f"invalid --threads {threads}: must be >= 1")
+    if gpu_layers is not None and gpu_layers < -1:
+        raise UsageError(f"invalid --gpu-layers {gpu_layers}: must be >= -1 (-1 = all layers)")
+    from llmcli.backends.torch_env import parse_device, parse_dtype
+
+    parse_dtype(dtype or g.get("dtype"))  # validated here, before any model is loaded
+    parse_device(device or g.get("device"))
     return BackendOptions(
         backend=normalize_backend(backend or g.get("backend", "auto")),
         device=device or g.get("device"),

@@ -1,0 +1,585 @@
+"""The torch backend: transformers models on cuda / mps / cpu, behind the same interface as
+llama.cpp.
+
+- HF folders load from safetensors (pickle weights only with ``--allow-pickle``; model code
+  from the folder only with ``--trust-remote-code``). A GGUF is converted once into such a
+  folder and cached (``gguf_convert``).
+- Our own decoding loop, not ``model.generate``: one forward per token through the decoder
+  with ``logits_to_keep=1``, a KV cache that is pre-allocated and grows in place (no
+  ``torch.cat`` per token), token selection on the device (``torch_sampling``) and one host
+  sync per token (the chosen id). It runs in the caller's thread, so Ctrl-C stops it
+  between tokens.
+- The KV cache and the ids it holds survive between calls: a new prompt only evaluates the
+  suffix after the common prefix (chat turns, ``--n``).
+- ``--compile``: a static KV cache and ``torch.compile`` of the one-token step
+  (CUDA graphs via ``mode="reduce-overhead"`` on CUDA), where the model supports it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from llmcli.backends.base import BackendInfo, GenerationStats, Message, SamplingParams, StreamEvent
+from llmcli.backends.textstream import drive
+from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
+from llmcli.errors import BackendError, ModelError
+
+PREFILL_CHUNK = 512  # prompt tokens per forward (bounds activation and logits memory)
+# Special tokens llama.cpp treats as end-of-generation by their text (src/llama-vocab.cpp):
+# end-of-turn tokens, and the FIM pad/repo/file-separator tokens.
+EOG_TEXTS = frozenset({"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
+                       "<EOT>", "<|end_of_text|>", "<end_of_utterance>", "<|return|>", "<|call|>",
+                       "<|fim_pad|>", "<fim-pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+                       "<REPO>", "<reponame>", "<|file_sep|>"})
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# --- checks that need no torch ---------------------------------------------------------------------
+
+def check_hf_folder(folder: Path, *, allow_pickle: bool) -> str:
+    """"safetensors" or "pickle" (allowed); a ModelError for anything else."""
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is not a folder")
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} has no config.json, so it is not an HF-format model folder",
+                         "pass a folder with config.json + *.safetensors, or a .gguf file")
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
+        return "safetensors"
+    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in folder.glob(pattern)
+                     if p.name != "training_args.bin")
+    if pickles:
+        if not allow_pickle:
+            raise ModelError(f"{folder} has only pickle weights ({', '.join(pickles[:3])}), and loading pickle "
+                             "can run arbitrary code",
+                             "pass --allow-pickle if you trust this model, or convert it to safetensors")
+        return "pickle"
+    raise ModelError(f"{folder} has no weights (*.safetensors)", "download the model's safetensors files")
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelError(f"cannot read {folder / 'config.json'}: {e}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{folder / 'config.json'} is not a JSON object")
+    return data
+
+
+def check_architecture(config: dict, *, known_types, causal_types, causal_names, masked_lm_types,
+                       trust_remote_code: bool, transformers_version: str = "") -> None:
+    """Refuse what transformers cannot build or what cannot generate text, in one line.
+
+    Pure: the transformers tables are passed in (``known_types`` = CONFIG_MAPPING keys,
+    ``causal_types``/``causal_names`` = model types/classes of the causal-LM auto mapping,
+    ``masked_lm_types`` = model types with a masked-LM (encoder) head)."""
+    model_type = config.get("model_type")
+    remote = "auto_map" in config
+    if remote and not trust_remote_code and model_type not in known_types:
+        raise ModelError(f"this model ({model_type or 'custom'}) needs its own Python code from the model folder",
+                         "pass --trust-remote-code if you trust its authors")
+    if remote and trust_remote_code:
+        return
+    if not model_type:
+        raise ModelError("config.json has no model_type, so transformers cannot tell the architecture")
+    if model_type not in known_types:
+        raise ModelError(f"transformers {transformers_version} does not know the model architecture {model_type!r}",
+                         "upgrade transformers, or use a GGUF of this model with the llama.cpp backend")
+    archs = config.get("architectures") or []
+    if config.get("is_encoder_decoder"):
+        raise ModelError(f"{archs[0] if archs else model_type} is an encoder-decoder model, not a text-generation "
+                         "(decoder-only) model", "llmcli generates with causal language models (…ForCausalLM)")
+    if archs:
+        ok = any(a in causal_names or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    else:
+        ok = model_type in causal_types and not (model_type in masked_lm_types and not config.get("is_decoder"))
+    if not ok:
+        raise ModelError(f"{archs[0] if archs else model_type} is not a text-generation model",
+                         "llmcli generates with causal language models (…ForCausalLM / …LMHeadModel)")
+
+
+# --- a KV cache layer that grows in place ----------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _growing_layer_class():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """DynamicLayer semantics, but keys/values live in a pre-allocated buffer that doubles
+        when full, so appending a token is a copy of one row instead of a ``torch.cat`` of
+        the whole cache; truncating (prefix reuse) is free."""
+
+        MIN_CAPACITY = 256
+
+        def lazy_initialization(self, key_states, value_states) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self.length = 0
+            self._k = self._v = None
+
+        def _grow(self, need: int, key_states, value_states) -> None:
+            cap = max(need, self.MIN_CAPACITY, 2 * (self._k.shape[-2] if self._k is not None else 0))
+            b, h = key_states.shape[:2]
+            k = torch.empty((b, h, cap, key_states.shape[-1]), dtype=key_states.dtype, device=key_states.device)
+            v = torch.empty((b, value_states.shape[1], cap, value_states.shape[-1]), dtype=value_states.dtype,
+                            device=value_states.device)
+            if self._k is not None and self.length:
+                k[:, :, : self.length].copy_(self._k[:, :, : self.length])
+                v[:, :, : self.length].copy_(self._v[:, :, : self.length])
+            self._k, self._v = k, v
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = key_states.shape[-2]
+            need = self.length + n
+            if self._k is None or need > self._k.shape[-2]:
+                self._grow(need, key_states, value_states)
+            self._k[:, :, self.length:need].copy_(key_states)
+            self._v[:, :, self.length:need].copy_(value_states)
+            self.length = need
+            self.keys = self._k[:, :, :need]
+            self.values = self._v[:, :, :need]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length if self.is_initialized else 0
+
+        def truncate(self, length: int) -> None:
+            if self.is_initialized and length < self.length:
+                self.length = length
+                self.keys = self._k[:, :, :length]
+                self.values = self._v[:, :, :length]
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove < 0:
+                self.truncate(max(0, self.length + tokens_to_remove))
+
+        def reset(self) -> None:
+            self.length = 0
+            self._k = self._v = None
+            self.keys = self.values = None
+            self.is_initialized = False
+
+    return GrowingLayer
+
+
+# --- the backend -----------------------------------------------------------------------------------
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None):
+        notify = notify or _stderr
+        path = Path(ref.path)
+        device_req = parse_device(opts.device)
+        dtype_req = parse_dtype(opts.dtype)
+        self.verbose = opts.verbose
+        pickle = False
+        config_dict = None
+        if ref.format == "gguf":
+            folder = None
+        else:
+            folder = path
+            pickle = check_hf_folder(folder, allow_pickle=opts.allow_pickle) == "pickle"
+            config_dict = read_config(folder)
+
+        import torch
+        import transformers
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from llmcli.backends.hardware import physical_cores
+        from llmcli.backends.torch_env import torch_facts
+
+        self._torch = torch
+        if config_dict is not None:
+            self._check_arch(config_dict, opts.trust_remote_code, transformers)
+        facts = facts or torch_facts()
+        device, device_why = resolve_device(device_req, facts)
+        dtype_name, dtype_why = resolve_dtype(dtype_req, device, facts)
+        self.threads = opts.threads or physical_cores()
+        torch.set_num_threads(self.threads)
+        if folder is None:
+            from llmcli.backends.gguf_convert import ensure_converted
+            from llmcli.config import cache_dir
+
+            folder = ensure_converted(path, cache_dir(), notify=notify, quiet_libs=not opts.verbose)
+            config_dict = read_config(folder)
+            self._check_arch(config_dict, False, transformers)
+        self.folder = folder
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype_name)
+        trust = bool(opts.trust_remote_code)
+
+        with quiet_transformers(not opts.verbose):
+            try:
+                config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust)
+            except (ValueError, KeyError, OSError) as e:
+                raise ModelError(f"transformers cannot read the config of {folder}: {e}") from None
+            attn = self._attention(config, transformers)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(folder), config=config, dtype=self.dtype, trust_remote_code=trust,
+                    use_safetensors=not pickle, attn_implementation=attn)
+            except (ValueError, KeyError, OSError, RuntimeError) as e:
+                raise ModelError(f"transformers could not load {folder}: {type(e).__name__}: {e}") from None
+            try:
+                tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
+            except (ValueError, KeyError, OSError, TypeError) as e:
+                raise ModelError(f"no usable tokenizer in {folder}: {e}",
+                                 "the folder needs tokenizer.json (or the model's tokenizer files)") from None
+        if isinstance(tok, bool) or not hasattr(tok, "convert_ids_to_tokens"):
+            raise ModelError(f"no usable tokenizer in {folder}")
+        try:
+            model.to(self.device)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+            raise BackendError(f"the model does not fit on {device}: {e}", "try --device cpu or a smaller model") \
+                from None
+        model.eval()
+        self.model = model
+        self._tok = tok
+        self.config = model.config
+        text_config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") \
+            else model.config
+        self.n_ctx_train = next((int(v) for k in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+                                 if isinstance(v := getattr(text_config, k, None), int) and v > 0), 2048)
+        self.n_ctx = min(self.n_ctx_train, opts.ctx) if opts.ctx else self.n_ctx_train
+        self.n_vocab = int(model.get_output_embeddings().weight.shape[0]) if model.get_output_embeddings() \
+            is not None else int(text_config.vocab_size)
+
+        self._init_tokens()
+        self._cached: list[int] = []
+        self._cache = None
+        self._static = False
+        self._compiled_step = None
+        compile_note = ""
+        if opts.compile:
+            if getattr(model, "_can_compile_fullgraph", False):
+                self._static = True
+                mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+                self._compiled_step = torch.compile(model.forward, mode=mode, fullgraph=True)
+                compile_note = f"; static KV cache + torch.compile ({mode})"
+            else:
+                compile_note = "; --compile ignored: this model does not support a static cache"
+        attn_used = getattr(model.config, "_attn_implementation", attn) or "default"
+        self.info = BackendInfo(
+            "torch", str(self.device), dtype_name,
+            f"{reason or 'torch backend'}; device: {device_why}; dtype: {dtype_why}; attention: {attn_used}"
+            f"{compile_note}")
+
+    # --- loading helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_arch(config_dict: dict, trust: bool, transformers) -> None:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+        from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                            MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+        names: set[str] = set()
+        for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+            names.update(v if isinstance(v, (list, tuple)) else [v])
+        check_architecture(config_dict, known_types=set(CONFIG_MAPPING.keys()),
+                           causal_types=set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES), causal_names=names,
+                           masked_lm_types=set(MODEL_FOR_MASKED_LM_MAPPING_NAMES), trust_remote_code=trust,
+                           transformers_version=transformers.__version__)
+
+    @staticmethod
+    def _attention(config, transformers) -> str | None:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        try:
+            cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        except KeyError:
+            return None  # remote code: let transformers pick
+        return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
+
+    def _init_tokens(self) -> None:
+        tok = self._tok
+        self.bos_id = tok.bos_token_id
+        with_special = tok("a", add_special_tokens=True)["input_ids"]
+        without = tok("a", add_special_tokens=False)["input_ids"]
+        self.add_bos = (self.bos_id is not None and len(with_special) > len(without)
+                        and with_special[0] == self.bos_id)
+        added = getattr(tok, "added_tokens_decoder", {}) or {}
+        self._special = {i: t.content for i, t in added.items() if getattr(t, "special", False)}
+        self._added_plain = {i: t.content for i, t in added.items() if not getattr(t, "special", False)}
+        ends: set[int] = set()
+        gen_cfg = getattr(self.model, "generation_config", None)
+        for value in (getattr(gen_cfg, "eos_token_id", None), getattr(self.config, "eos_token_id", None),
+                      tok.eos_token_id):
+            if isinstance(value, int):
+                ends.add(value)
+            elif isinstance(value, (list, tuple)):
+                ends.update(v for v in value if isinstance(v, int))
+        ends.update(i for i, text in self._special.items() if text in EOG_TEXTS)
+        self._ends = frozenset(ends)
+        from tokenizers import decoders
+
+        backend = getattr(tok, "backend_tokenizer", None)
+        decoder = getattr(backend, "decoder", None)
+        if isinstance(decoder, decoders.ByteLevel):
+            from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+            self._byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+            self._piece_mode = "bytelevel"
+        elif tok.convert_tokens_to_ids("<0x0A>") not in (None, tok.unk_token_id):
+            self._piece_mode = "sentencepiece"
+        else:
+            self._piece_mode = "decode"
+        self._pieces: dict[int, bytes] = {}
+
+    # --- tokens ------------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return list(self._tok(text, add_special_tokens=add_special, split_special_tokens=not parse_special)
+                    ["input_ids"])
+
+    def _check_ids(self, ids: Sequence[int]) -> None:
+        for t in ids:
+            if not 0 <= t < self.n_vocab:
+                raise ModelError(f"token id {t} is outside the vocabulary (0..{self.n_vocab - 1})")
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        """The bytes a token stands for; special tokens are empty unless ``special``."""
+        if token in self._special:
+            return self._special[token].encode("utf-8") if special else b""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        if token in self._added_plain:
+            out = self._added_plain[token].encode("utf-8")
+        else:
+            text = self._tok.convert_ids_to_tokens(token)
+            if text is None:
+                out = b""
+            elif self._piece_mode == "bytelevel":
+                dec = self._byte_decoder
+                out = bytes(dec[c] for c in text) if all(c in dec for c in text) else text.encode("utf-8")
+            elif self._piece_mode == "sentencepiece":
+                m = _BYTE_TOKEN.match(text)
+                out = bytes([int(m.group(1), 16)]) if m else text.replace("\u2581", " ").encode("utf-8")
+            else:
+                out = self._tok.decode([token], skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False).encode("utf-8")
+        self._pieces[token] = out
+        return out
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Inverse of ``tokenize``, like the llama.cpp backend: special tokens as their text,
+        except the BOS that tokenize adds on its own."""
+        self._check_ids(ids)
+        ids = list(ids)
+        if ids and self.add_bos and ids[0] == self.bos_id:
+            ids = ids[1:]
+        return b"".join(self._piece(t, True) for t in ids).decode("utf-8", errors="replace")
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        self._check_ids(ids)
+        return [self._piece(t, True).decode("utf-8", errors="backslashreplace") for t in ids]
+
+    def is_end(self, token: int) -> bool:
+        return token in self._ends
+
+    # --- chat template -----------------------------------------------------------------------------
+    def _template_source(self) -> str | None:
+        src = getattr(self._tok, "chat_template", None)
+        if isinstance(src, dict):
+            src = src.get("default") or next(iter(src.values()), None)
+        return src or None
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self._template_source())
+
+    def _template(self):
+        from llmcli.chat_template import ChatTemplate
+
+        tpl = getattr(self, "_tpl", None)
+        if tpl is None:
+            source = self._template_source()
+            if not source:
+                raise ModelError("this model has no chat template", "use --raw to send the text as is")
+            tpl = self._tpl = ChatTemplate(source, bos_token=self._tok.bos_token or "",
+                                           eos_token=self._tok.eos_token or "")
+        return tpl
+
+    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        return self._template().render(messages, add_generation_prompt=add_generation_prompt)
+
+    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
+        ids = self.tokenize(self.chat_prompt(messages, add_generation_prompt=add_generation_prompt),
+                            add_special=True, parse_special=True)
+        if len(ids) >= 2 and self.bos_id is not None and ids[0] == ids[1] == self.bos_id:
+            ids = ids[1:]
+        return ids
+
+    # --- the KV cache ------------------------------------------------------------------------------
+    def _new_cache(self):
+        from transformers import DynamicCache, StaticCache
+
+        if self._static:
+            return StaticCache(config=self.config, max_cache_len=self.n_ctx)
+        cache = DynamicCache(config=self.config)
+        from transformers.cache_utils import DynamicLayer
+
+        growing = _growing_layer_class()
+        cache.layers = [growing() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+        return cache
+
+    def _truncate(self, keep: int) -> None:
+        """Keep the first ``keep`` cached positions, drop the rest."""
+        if self._cache is None:
+            self._cache = self._new_cache()
+            self._cached = []
+            return
+        if keep >= len(self._cached):
+            return
+        from transformers.cache_utils import StaticLayer
+
+        growing = _growing_layer_class()
+        layers = getattr(self._cache, "layers", [])
+        if keep > 0 and layers and all(type(layer) in (growing, StaticLayer) for layer in layers):
+            for layer in layers:
+                if type(layer) is StaticLayer:
+                    if layer.is_initialized:
+                        layer.cumulative_length.fill_(keep)
+                else:
+                    layer.truncate(keep)
+            del self._cached[keep:]
+            return
+        # Sliding-window and other layer types cannot be cut back: start over.
+        if self._static:
+            self._cache.reset()
+        else:
+            self._cache = self._new_cache()
+        self._cached = []
+
+    def reset(self) -> None:
+        """Forget the cached prefix (chat: /clear)."""
+        self._cache = None
+        self._cached = []
+
+    def _forward(self, ids: Sequence[int], *, all_logits: bool = False, step: bool = False):
+        """Append ``ids`` to the KV cache; the logits of the last position (or of all)."""
+        torch = self._torch
+        start = len(self._cached)
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        pos = torch.arange(start, start + len(ids), dtype=torch.long, device=self.device).unsqueeze(0)
+        fn = self._compiled_step if (step and self._compiled_step is not None) else self.model
+        try:
+            with torch.inference_mode():
+                out = fn(input_ids=x, position_ids=pos, past_key_values=self._cache, use_cache=True,
+                         logits_to_keep=0 if all_logits else 1)
+        except BaseException:
+            self.reset()  # a forward cut short leaves the cache inconsistent
+            raise
+        self._cached.extend(ids)
+        return out.logits[0] if all_logits else out.logits[0, -1]
+
+    def _prefill(self, ids: Sequence[int]):
+        logits = None
+        for i in range(0, len(ids), PREFILL_CHUNK):
+            logits = self._forward(ids[i:i + PREFILL_CHUNK])
+        return logits
+
+    def prefill(self, ids: Sequence[int]) -> int:
+        """Evaluate ``ids`` into the KV cache without generating, so a later prompt starting with them
+        evaluates only what follows (chat calls it with the conversation so far while the user types).
+        Returns how many tokens were evaluated."""
+        ids = list(ids)
+        if len(ids) < 2 or len(ids) >= self.n_ctx:
+            return 0
+        self._check_ids(ids)
+        keep = common_prefix_len(self._cached, ids)
+        if keep >= len(ids):
+            return 0
+        self._truncate(keep)
+        keep = len(self._cached)
+        self._prefill(ids[keep:])
+        return len(ids) - keep
+
+    # --- generation --------------------------------------------------------------------------------
+    def _raw_ids(self, prompt_ids: list[int], params: SamplingParams, seed: int,
+                 stats: GenerationStats) -> Iterator[int]:
+        from llmcli.backends.torch_sampling import TokenPicker
+
+        torch = self._torch
+        keep = common_prefix_len(self._cached, prompt_ids)
+        if keep == len(prompt_ids):
+            keep -= 1  # the last prompt token's logits are needed: evaluate it again
+        self._truncate(keep)
+        keep = len(self._cached)
+        stats.prompt_tokens_processed = len(prompt_ids) - keep
+        logits = self._prefill(prompt_ids[keep:])
+        with torch.inference_mode():
+            picker = TokenPicker(params, seed, prompt_ids, device=self.device)
+        while True:
+            with torch.inference_mode():
+                tok = picker.pick(logits)
+            yield tok
+            if len(self._cached) >= self.n_ctx:
+                return
+            picker.accept(tok)
+            logits = self._forward((tok,), step=True)
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
+        if not prompt_ids:
+            raise ModelError("the prompt is empty after tokenization")
+        if len(prompt_ids) >= self.n_ctx:
+            raise ModelError(f"the prompt is {len(prompt_ids)} tokens but the context window is {self.n_ctx}",
+                             f"shorten the input or raise --ctx (up to the model's {self.n_ctx_train})")
+        self._check_ids(prompt_ids)
+        seed = params.seed if params.seed is not None else random.randrange(2**31)
+        stats = GenerationStats(prompt_tokens=len(prompt_ids), seed=seed)
+        return drive(self._raw_ids(list(prompt_ids), params, seed, stats), piece=lambda t: self._piece(t, False),
+                     is_end=self.is_end, params=params, stats=stats)
+
+    def logprobs(self, ids: list[int]) -> list[float]:
+        """log p(ids[i] | ids[:i]) for i >= 1, in chunks of PREFILL_CHUNK positions."""
+        torch = self._torch
+        if len(ids) > self.n_ctx:
+            raise ModelError(f"{len(ids)} tokens do not fit the context window of {self.n_ctx}")
+        self._check_ids(ids)
+        self._truncate(0)
+        out: list[float] = []
+        for start in range(0, len(ids), PREFILL_CHUNK):
+            chunk = ids[start:start + PREFILL_CHUNK]
+            logits = self._forward(chunk, all_logits=True)
+            targets = ids[start + 1:start + len(chunk) + 1]
+            if not targets:
+                break
+            with torch.inference_mode():
+                lp = torch.log_softmax(logits[: len(targets)].float(), dim=-1)
+                t = torch.tensor(targets, dtype=torch.long, device=lp.device).unsqueeze(1)
+                out.extend(lp.gather(1, t).squeeze(1).tolist())
+        return out
+
+    def close(self) -> None:
+        self._cache = None
+        self._compiled_step = None
+        model = getattr(self, "model", None)
+        if model is not None:
+            self.model = None
+            del model
+            torch = getattr(self, "_torch", None)
+            if torch is not None and self.device.type == "cuda":
+                torch.cuda.empty_cache()

@@ -1,0 +1,186 @@
+"""``llmcli chat``: an interactive conversation (or a piped one), saved as it goes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from llmcli.cli import options as o
+from llmcli.errors import UsageError
+
+SESSION_PANEL = "Session"
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _params(settings, loaded, flags: dict):
+    """defaults < config < env < the saved conversation's parameters < flags."""
+    from llmcli.backends.base import SamplingParams
+
+    if loaded is None:
+        return o.sampling_params(settings, **flags)
+    values = loaded.params.to_dict()
+    for key, value in flags.items():
+        if value is not None:
+            values[key] = tuple(o.unescape(s) for s in value) if key == "stop" else value
+    return SamplingParams.from_dict(values)
+
+
+def chat(
+    model: o.ModelOpt = None,
+    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (replaces a resumed "
+                                                  "conversation's).", show_default=False)] = None,
+    continue_: Annotated[bool, typer.Option("--continue", "-c", help="Resume the last conversation (saved "
+                                            "automatically in the data dir).", rich_help_panel=SESSION_PANEL)] = False,
+    session: Annotated[Optional[str], typer.Option("--session", help="Resume or start the named conversation (a "
+                                                   "name in the sessions folder, or a path to a .json file).",
+                                                   rich_help_panel=SESSION_PANEL, show_default=False)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List saved conversations and exit.",
+                                        rich_help_panel=SESSION_PANEL)] = False,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not save this conversation automatically.",
+                                          rich_help_panel=SESSION_PANEL)] = False,
+    max_tokens: o.MaxTokensOpt = None,
+    temperature: o.TemperatureOpt = None,
+    top_k: o.TopKOpt = None,
+    top_p: o.TopPOpt = None,
+    min_p: o.MinPOpt = None,
+    repeat_penalty: o.RepeatPenaltyOpt = None,
+    no_repeat_ngram_size: o.NoRepeatNgramOpt = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Base seed: the reply to message k (from 0) uses "
+                                                "seed+k, so a conversation replays identically.",
+                                                rich_help_panel=o.SAMPLING_PANEL, show_default=False)] = None,
+    stop: o.StopOpt = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Render finished replies as Markdown (terminal only).",
+                                           rich_help_panel=o.OUTPUT_PANEL)] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="After each reply, print token counts (prompt tokens "
+                                        "processed vs reused), speeds and time to first token to stderr.",
+                                        rich_help_panel=o.OUTPUT_PANEL)] = False,
+    think: Annotated[Optional[str], typer.Option("--think", help="Where a reasoning model's <think> text goes: show, "
+                                                 "hide or stderr. [default: stderr when stdout is not a terminal, "
+                                                 "dimmed otherwise]", rich_help_panel=o.OUTPUT_PANEL,
+                                                 show_default=False)] = None,
+    backend: o.BackendOpt = None,
+    device: o.DeviceOpt = None,
+    dtype: o.DtypeOpt = None,
+    ctx: o.CtxOpt = None,
+    threads: o.ThreadsOpt = None,
+    gpu_layers: o.GpuLayersOpt = None,
+    allow_pickle: o.AllowPickleOpt = False,
+    trust_remote_code: o.TrustRemoteCodeOpt = False,
+    compile_: o.CompileOpt = False,
+    verbose: o.VerboseOpt = False,
+) -> None:
+    """Chat with a model: streamed replies, slash commands, saved conversations.
+
+    Type /help inside for the commands. Without a terminal (piped input) every input line
+    is one message and every reply one block on stdout.
+
+    Examples:
+
+      llmcli chat -m smol --system "You are terse."
+
+      llmcli chat --continue
+
+      printf 'Hi\\nAnd in French?\\n' | llmcli chat --temperature 0
+    """
+    from pathlib import Path
+
+    from llmcli.chat import sessions
+    from llmcli.chat.engine import ChatSession, check_chat_model
+    from llmcli.chat.repl import input_lines, run_interactive, run_piped
+    from llmcli.cli.generate import resolve_think_mode
+    from llmcli.config import load_settings
+    from llmcli.output import info, warn
+
+    if list_:
+        text = sessions.format_list(sessions.list_sessions())
+        if text:
+            sys.stdout.write(text)
+        else:
+            info(f"no saved conversations in {sessions.sessions_dir()}")
+        return
+    if continue_ and session:
+        raise UsageError("--continue and --session cannot be combined", "--continue resumes the last conversation")
+
+    settings = load_settings()
+    flags = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                 repeat_penalty=repeat_penalty, no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, stop=stop)
+
+    # Which conversation: resumed (never overwritten when corrupt: load raises first) or new.
+    loaded = None
+    path: Path | None = None
+    if continue_:
+        path = sessions.latest()
+        if path is None:
+            raise UsageError("there is no saved conversation to continue",
+                             f"start one with llmcli chat (conversations are saved in {sessions.sessions_dir()})")
+        loaded = sessions.load(path)
+    elif session:
+        path = sessions.target_path(session)
+        if path.exists():
+            loaded = sessions.load(path)
+    if path is None and not no_save:
+        path = sessions.sessions_dir() / (sessions.new_name() + sessions.SUFFIX)
+
+    params = _params(settings, loaded, flags)
+    interactive = _isatty(sys.stdin) and _isatty(sys.stdout)
+    think_mode = resolve_think_mode(think or settings.general.get("think"), _isatty(sys.stdout))
+    opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=ctx, threads=threads,
+                             gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, compile=compile_)
+
+    model_arg = model
+    if model_arg is None and loaded is not None and (loaded.model_path or loaded.model):
+        saved = loaded.model_path if loaded.model_path and Path(loaded.model_path).exists() else loaded.model
+        model_arg = saved
+    ref, engine = o.load_model(model_arg, settings, opts)
+
+    def loader(name: str):
+        r, b = o.load_model(name, settings, opts)
+        return r.display, str(r.path), b
+
+    chat_session = None
+    try:
+        check_chat_model(engine, ref.display)
+        from llmcli.chat.conversation import Conversation
+
+        conv = loaded if loaded is not None else Conversation(params=params)
+        conv.params = params if params.seed is not None else params.replace(seed=conv.params.seed)
+        if system is not None:
+            conv.set_system(system)
+        conv.model, conv.model_path = ref.display, str(ref.path)
+        saver = sessions.Autosaver(path, enabled=not no_save)
+        chat_session = ChatSession(engine, conv, autosaver=saver, notify=info, background_prefill=interactive,
+                                   model_loader=loader)
+        if loaded is not None:
+            if interactive:
+                info(f"resumed {path.stem if path else ''}: {conv.exchanges} exchange(s)")
+            if conv.pending:
+                warn("the last message has no reply (the process stopped before it finished): /retry generates "
+                     "it, /undo drops it, a new message replaces it")
+        if interactive:
+            where = f"saved as {saver.name}" if saver.enabled and saver.path else "not saved"
+            banner = [f"llmcli chat · {ref.display} · {engine.name} · {engine.n_ctx}-token window · {where}",
+                      'Type /help for commands, """ for a multi-line message, /exit or Ctrl-D to leave.']
+            status = run_interactive(chat_session, think_mode=think_mode, markdown=markdown, show_stats=stats,
+                                     history_file=sessions.history_path(), banner=banner)
+        else:
+            status = run_piped(chat_session, input_lines(sys.stdin), think_mode=think_mode, show_stats=stats)
+    finally:
+        if chat_session is not None:
+            chat_session.close()  # closes the backend in use (it changes with /model)
+        else:
+            engine.close()
+    if status:
+        raise typer.Exit(status)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat", no_args_is_help=False)(chat)

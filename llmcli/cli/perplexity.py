@@ -1,0 +1,117 @@
+"""``llmcli perplexity``: perplexity and mean negative log-likelihood of a text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from llmcli.cli import options as o
+from llmcli.errors import UsageError
+
+DEFAULT_WINDOW = 512  # like llama-perplexity's default -c
+
+
+def read_text(file: str | None) -> str:
+    """The file's text, or stdin for ``-`` or no file. Invalid UTF-8 becomes U+FFFD, with a warning."""
+    if file is None or file == "-":
+        text = o.read_stdin_text()
+        if text is None:
+            raise UsageError("no text to score", "pass a file, or pipe text on stdin: llmcli perplexity notes.txt")
+        return text
+    path = Path(file).expanduser()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"file not found: {file}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{file} is a directory, not a text file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {file}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        from llmcli.output import warn
+
+        warn(f"{file} is not valid UTF-8 (first bad byte at offset {e.start}); invalid bytes were replaced by U+FFFD")
+        return data.decode("utf-8", errors="replace")
+
+
+def perplexity(
+    file: Annotated[Optional[str], typer.Argument(help="Text file to score; '-' or nothing reads stdin.",
+                                                  show_default=False)] = None,
+    model: o.ModelOpt = None,
+    ctx: Annotated[Optional[int], typer.Option("--ctx", help=f"Window size in tokens [default: {DEFAULT_WINDOW}, "
+                                               "capped at the model's context].", show_default=False)] = None,
+    stride: Annotated[Optional[int], typer.Option("--stride", help="Tokens the window moves each step; each "
+                                                  "token is scored once, with at least ctx-stride tokens of "
+                                                  "context [default: ctx/2].", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.",
+                                           rich_help_panel=o.OUTPUT_PANEL)] = False,
+    backend: o.BackendOpt = None,
+    device: o.DeviceOpt = None,
+    dtype: o.DtypeOpt = None,
+    threads: o.ThreadsOpt = None,
+    gpu_layers: o.GpuLayersOpt = None,
+    allow_pickle: o.AllowPickleOpt = False,
+    trust_remote_code: o.TrustRemoteCodeOpt = False,
+    verbose: o.VerboseOpt = False,
+) -> None:
+    """Perplexity and mean negative log-likelihood of a text, with tokens/s.
+
+    The text is tokenized as plain text (a BOS when the model wants one; special-token
+    text is not parsed) and scored over sliding windows of --ctx tokens moving by
+    --stride. Lower is better; the same text on two backends should agree within ~1 %.
+
+    Examples:
+
+      llmcli perplexity -m model.gguf notes.txt
+
+      cat notes.txt | llmcli perplexity --backend torch --json
+    """
+    from llmcli.config import load_settings
+    from llmcli.output import dumps, info
+    from llmcli.perplexity import score
+
+    if ctx is not None and ctx < 2:
+        raise UsageError(f"invalid --ctx {ctx}: a perplexity window needs at least 2 tokens")
+    if stride is not None and stride < 1:
+        raise UsageError(f"invalid --stride {stride}: must be >= 1")
+    settings = load_settings()
+    text = read_text(file)
+    window = ctx or DEFAULT_WINDOW
+    opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=window, threads=threads,
+                             gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code)
+    ref, engine = o.load_model(model, settings, opts)
+    try:
+        window = min(window, engine.n_ctx)
+        step = stride if stride is not None else max(1, window // 2)
+        if step > window:
+            raise UsageError(f"invalid --stride {step}: larger than the window ({window} tokens)")
+        ids = engine.tokenize(text, add_special=True, parse_special=False)
+        progress = None
+        if verbose:
+            def progress(done: int, total: int) -> None:
+                info(f"window {done}/{total}")
+        result = score(engine, ids, ctx=window, stride=step, progress=progress)
+    finally:
+        engine.close()
+    if json_out:
+        record = {**result.to_dict(), "model": ref.display, "backend": engine.name}
+        sys.stdout.write(dumps(record) + "\n")
+    else:
+        sys.stdout.write(
+            f"perplexity: {result.perplexity:.4f}\n"
+            f"mean NLL: {result.mean_nll:.6f}\n"
+            f"tokens: {result.tokens} scored of {result.text_tokens} ({result.windows} window(s) of {result.ctx}, "
+            f"stride {result.stride})\n"
+            f"speed: {result.tokens_per_second:.1f} tokens/s ({result.evaluated_tokens} evaluated in "
+            f"{result.seconds:.2f} s, {engine.name})\n")
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("perplexity")(perplexity)

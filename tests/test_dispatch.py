@@ -1,0 +1,97 @@
+"""The dispatch rule with the hardware facts injected, device/dtype resolution, and what -v says."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+from llmcli.backends.select import ALL_LAYERS, choose
+from llmcli.backends.torch_env import TorchFacts, parse_device, parse_dtype, resolve_device, resolve_dtype
+from llmcli.errors import BackendError, UsageError
+
+CUDA = dict(cuda_available=True)
+GPU_LLAMA = dict(gpu_offload=True)
+
+
+@pytest.mark.parametrize("fmt,backend,device,facts,layers,expect,why", [
+    # HF folder: torch, on the best device
+    ("hf", "auto", None, CUDA, None, ("torch", 0), "CUDA GPU"),
+    ("hf", "auto", None, dict(mps_available=True), None, ("torch", 0), "MPS"),
+    ("hf", "auto", None, {}, None, ("torch", 0), "faster on CPU"),
+    ("hf", "auto", "cpu", CUDA, None, ("torch", 0), "--device cpu"),
+    ("hf", "torch", None, {}, None, ("torch", 0), "--backend torch"),
+    # GGUF: llama.cpp, offloading to the GPU when llama-cpp-python can
+    ("gguf", "auto", None, {}, None, ("llama.cpp", 0), "on CPU"),
+    ("gguf", "auto", None, dict(CUDA, **GPU_LLAMA), None, ("llama.cpp", ALL_LAYERS), "all layers"),
+    ("gguf", "auto", None, GPU_LLAMA, 12, ("llama.cpp", 12), "12 layers"),
+    ("gguf", "auto", "cpu", GPU_LLAMA, None, ("llama.cpp", 0), "--device cpu"),
+    ("gguf", "auto", "cuda", GPU_LLAMA, None, ("llama.cpp", ALL_LAYERS), "GPU offload"),
+    # GGUF on a GPU that llama.cpp cannot use: torch (dequantized)
+    ("gguf", "auto", "cuda", CUDA, None, ("torch", 0), "built without GPU support"),
+    ("gguf", "auto", "cuda:1", {}, None, ("torch", 0), "dequantized"),
+    ("gguf", "torch", None, {}, None, ("torch", 0), "--backend torch"),
+    ("gguf", "llama.cpp", None, {}, 0, ("llama.cpp", 0), "--backend llama.cpp"),
+])
+def test_rule(fmt, backend, device, facts, layers, expect, why):
+    c = choose(fmt, backend, device, gpu_layers=layers, **facts)
+    assert (c.backend, c.gpu_layers) == expect and why in c.reason
+
+
+@pytest.mark.parametrize("fmt,backend,device,facts,layers,needle", [
+    ("hf", "llama.cpp", None, {}, None, "needs a GGUF"),
+    ("gguf", "llama.cpp", "cuda", {}, None, "without GPU support"),
+    ("gguf", "auto", None, {}, 10, "--gpu-layers 10"),
+    ("gguf", "auto", "cpu", GPU_LLAMA, 5, "conflicts with --device cpu"),
+    ("hf", "auto", None, CUDA, 5, "llama.cpp backend only"),
+    ("gguf", "auto", None, GPU_LLAMA, -2, "invalid --gpu-layers"),
+    ("gguf", "auto", "tpu", {}, None, "invalid --device"),
+    ("gguf", "vllm", None, {}, None, "unknown backend"),
+    ("hf", "auto", None, dict(torch_installed=False), None, "not installed"),
+])
+def test_rule_refuses(fmt, backend, device, facts, layers, needle):
+    with pytest.raises(UsageError, match=needle):
+        choose(fmt, backend, device, gpu_layers=layers, **facts)
+
+
+def test_device_and_dtype_resolution():
+    none, one_old, one_new = TorchFacts(), TorchFacts(1, False, False, "T4"), TorchFacts(2, True, False, "A100")
+    assert resolve_device(None, none)[0] == "cpu"
+    assert resolve_device(None, TorchFacts(mps=True))[0] == "mps"
+    assert resolve_device(None, one_new) == ("cuda:0", "CUDA GPU found (A100)")
+    assert resolve_device("cuda:1", one_new)[0] == "cuda:1"
+    assert resolve_device("cpu", one_new)[0] == "cpu"
+    for dev, facts in [("cuda", none), ("cuda:1", one_old), ("mps", none)]:
+        with pytest.raises(BackendError):
+            resolve_device(dev, facts)
+    assert resolve_dtype(None, "cpu", one_new)[0] == "float32"
+    assert resolve_dtype(None, "cuda:0", one_new)[0] == "bfloat16"
+    assert resolve_dtype(None, "cuda:0", one_old)[0] == "float16"
+    assert resolve_dtype(None, "mps", none)[0] == "float16"
+    assert resolve_dtype("float16", "cpu", none)[0] == "float16"
+    with pytest.raises(UsageError):
+        resolve_dtype("bfloat16", "cuda:0", one_old)
+    assert parse_dtype("bf16") == "bfloat16" and parse_dtype("auto") is None and parse_device("GPU") == "cuda"
+    with pytest.raises(UsageError, match="--dtype"):
+        parse_dtype("nonsense")
+
+
+def test_verbose_explains_the_choice_on_this_machine(gguf_path):
+    r = run_cli("generate", "-v", "-m", str(gguf_path), "--temperature", "0", "--max-tokens", "2", "Hi", check=True)
+    line = next(x for x in r.stderr.splitlines() if x.startswith("model: "))
+    assert "backend: llama.cpp" in line and "why: GGUF model: llama.cpp runs quantized weights fastest" in line
+    assert "on CPU" in line
+
+
+def _one_line_error(r, code, needle):
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == code, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_unhonourable_flags_are_one_line_errors(gguf_path):
+    m = ["generate", "-m", str(gguf_path), "hi"]
+    _one_line_error(run_cli(*m, "--backend", "llama.cpp", "--device", "cuda"), 2, "without GPU support")
+    _one_line_error(run_cli(*m, "--gpu-layers", "8"), 2, "--gpu-layers 8")
+    _one_line_error(run_cli(*m, "--dtype", "nonsense"), 2, "--dtype")
+    _one_line_error(run_cli(*m, "--device", "quantum"), 2, "--device")
