@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from llmcli.errors import UsageError
+from llmcli.errors import ModelError, UsageError
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,35 @@ class Backend(Protocol):
     def reset(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class PieceVocabulary:
+    """Id checks, ``detokenize`` and ``token_pieces`` for a backend that can turn one id into its
+    bytes (``_piece``): both backends share them so the two render ids identically.
+
+    Needs ``n_vocab``, ``add_bos``, ``bos_id`` and ``_piece(token, special) -> bytes``."""
+
+    n_vocab: int
+    add_bos: bool
+    bos_id: int
+
+    def _piece(self, token: int, special: bool) -> bytes:  # pragma: no cover - supplied by the backend
+        raise NotImplementedError
+
+    def _check_ids(self, ids: Sequence[int]) -> None:
+        for t in ids:
+            if not 0 <= t < self.n_vocab:
+                raise ModelError(f"token id {t} is outside the vocabulary (0..{self.n_vocab - 1})")
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Inverse of ``tokenize``: special tokens are rendered as their text, except the
+        BOS that tokenize adds on its own, so detokenize(tokenize(x)) == x."""
+        self._check_ids(ids)
+        ids = list(ids)
+        if ids and self.add_bos and ids[0] == self.bos_id:
+            ids = ids[1:]
+        return b"".join(self._piece(t, True) for t in ids).decode("utf-8", errors="replace")
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        self._check_ids(ids)
+        return [self._piece(t, True).decode("utf-8", errors="backslashreplace") for t in ids]

@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, GenerationStats, Message, SamplingParams, StreamEvent
+from llmcli.backends.base import BackendInfo, GenerationStats, Message, PieceVocabulary, SamplingParams, StreamEvent
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import NgramBlocker
 from llmcli.backends.textstream import drive
@@ -37,7 +37,7 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(PieceVocabulary):
     name = "llama.cpp"
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
@@ -118,24 +118,6 @@ class LlamaCppBackend:
             self._piece_buf = ctypes.create_string_buffer(-n + 1)
             n = self._ll.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
         return self._piece_buf.raw[: max(n, 0)]
-
-    def _check_ids(self, ids: Sequence[int]) -> None:
-        for t in ids:
-            if not 0 <= t < self.n_vocab:
-                raise ModelError(f"token id {t} is outside the vocabulary (0..{self.n_vocab - 1})")
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        """Inverse of ``tokenize``: special tokens are rendered as their text, except the
-        BOS that tokenize adds on its own, so detokenize(tokenize(x)) == x."""
-        self._check_ids(ids)
-        ids = list(ids)
-        if ids and self.add_bos and ids[0] == self.bos_id:
-            ids = ids[1:]
-        return b"".join(self._piece(t, True) for t in ids).decode("utf-8", errors="replace")
-
-    def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        self._check_ids(ids)
-        return [self._piece(t, True).decode("utf-8", errors="backslashreplace") for t in ids]
 
     def is_end(self, token: int) -> bool:
         return bool(self._ll.llama_vocab_is_eog(self._vocab, token))

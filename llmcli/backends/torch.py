@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, GenerationStats, Message, SamplingParams, StreamEvent
+from llmcli.backends.base import BackendInfo, GenerationStats, Message, PieceVocabulary, SamplingParams, StreamEvent
 from llmcli.backends.textstream import drive
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
@@ -187,7 +187,7 @@ def _growing_layer_class():
 
 # --- the backend -----------------------------------------------------------------------------------
 
-class TorchBackend:
+class TorchBackend(PieceVocabulary):
     name = "torch"
 
     def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None):
@@ -353,11 +353,6 @@ class TorchBackend:
         return list(self._tok(text, add_special_tokens=add_special, split_special_tokens=not parse_special)
                     ["input_ids"])
 
-    def _check_ids(self, ids: Sequence[int]) -> None:
-        for t in ids:
-            if not 0 <= t < self.n_vocab:
-                raise ModelError(f"token id {t} is outside the vocabulary (0..{self.n_vocab - 1})")
-
     def _piece(self, token: int, special: bool) -> bytes:
         """The bytes a token stands for; special tokens are empty unless ``special``."""
         if token in self._special:
@@ -382,19 +377,6 @@ class TorchBackend:
                                        clean_up_tokenization_spaces=False).encode("utf-8")
         self._pieces[token] = out
         return out
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        """Inverse of ``tokenize``, like the llama.cpp backend: special tokens as their text,
-        except the BOS that tokenize adds on its own."""
-        self._check_ids(ids)
-        ids = list(ids)
-        if ids and self.add_bos and ids[0] == self.bos_id:
-            ids = ids[1:]
-        return b"".join(self._piece(t, True) for t in ids).decode("utf-8", errors="replace")
-
-    def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        self._check_ids(ids)
-        return [self._piece(t, True).decode("utf-8", errors="backslashreplace") for t in ids]
 
     def is_end(self, token: int) -> bool:
         return token in self._ends

@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmcli.chat.conversation import Conversation
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.fileio import atomic_write_bytes
 
 SUFFIX = ".json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -73,32 +73,8 @@ def new_name(now: datetime.datetime | None = None) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write to a temp file in the same directory, fsync it, then rename over ``path``: a reader
-    (or a crash) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    """Atomically replace ``path`` with ``text`` (see ``llmcli.fileio``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save(path: Path, conv: Conversation) -> None:

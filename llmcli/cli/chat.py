@@ -62,10 +62,7 @@ def chat(
     stats: Annotated[bool, typer.Option("--stats", help="After each reply, print token counts (prompt tokens "
                                         "processed vs reused), speeds and time to first token to stderr.",
                                         rich_help_panel=o.OUTPUT_PANEL)] = False,
-    think: Annotated[Optional[str], typer.Option("--think", help="Where a reasoning model's <think> text goes: show, "
-                                                 "hide or stderr. [default: stderr when stdout is not a terminal, "
-                                                 "dimmed otherwise]", rich_help_panel=o.OUTPUT_PANEL,
-                                                 show_default=False)] = None,
+    think: o.ThinkOpt = None,
     backend: o.BackendOpt = None,
     device: o.DeviceOpt = None,
     dtype: o.DtypeOpt = None,

@@ -75,10 +75,7 @@ def generate(
                                         "finishes.", rich_help_panel=o.OUTPUT_PANEL)] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Print token counts, speeds and time to first token to "
                                         "stderr.", rich_help_panel=o.OUTPUT_PANEL)] = False,
-    think: Annotated[Optional[str], typer.Option("--think", help="Where a reasoning model's <think> text goes: show, "
-                                                 "hide or stderr. [default: stderr when stdout is not a terminal, "
-                                                 "dimmed otherwise]", rich_help_panel=o.OUTPUT_PANEL,
-                                                 show_default=False)] = None,
+    think: o.ThinkOpt = None,
     backend: o.BackendOpt = None,
     device: o.DeviceOpt = None,
     dtype: o.DtypeOpt = None,
@@ -87,8 +84,7 @@ def generate(
     gpu_layers: o.GpuLayersOpt = None,
     allow_pickle: o.AllowPickleOpt = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
-    compile_: Annotated[bool, typer.Option("--compile", help="torch backend: static KV cache + torch.compile.",
-                                           rich_help_panel=o.MODEL_PANEL)] = False,
+    compile_: o.CompileOpt = False,
     verbose: o.VerboseOpt = False,
 ) -> None:
     """Generate text from a prompt and stream it to stdout.

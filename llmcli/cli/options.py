@@ -42,6 +42,9 @@ TrustRemoteCodeOpt = Annotated[bool, typer.Option(
     rich_help_panel=MODEL_PANEL)]
 CompileOpt = Annotated[bool, typer.Option(
     "--compile", help="torch backend: static KV cache + torch.compile (GPU).", rich_help_panel=MODEL_PANEL)]
+ThinkOpt = Annotated[Optional[str], typer.Option(
+    "--think", help="Where a reasoning model's <think> text goes: show, hide or stderr. [default: stderr when "
+    "stdout is not a terminal, dimmed otherwise]", rich_help_panel=OUTPUT_PANEL, show_default=False)]
 VerboseOpt = Annotated[bool, typer.Option(
     "-v", "--verbose", help="Explain the backend choice, show library logs and tracebacks.")]
 

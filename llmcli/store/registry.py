@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from llmcli.errors import ModelError, StoreError, UsageError
 from llmcli.store.refs import ModelRef
+from llmcli.fileio import atomic_write_bytes
 
 REGISTRY_FILE = "registry.json"
 LOCK_FILE = "registry.lock"
@@ -84,32 +84,9 @@ def _read(path: Path) -> dict:
 
 
 def atomic_write(path: Path, data: dict) -> None:
-    """Write JSON next to ``path``, fsync, then rename over it (and fsync the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write JSON atomically over ``path`` (see ``llmcli.fileio``)."""
     payload = (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    atomic_write_bytes(path, payload)
 
 
 @contextmanager
