@@ -199,11 +199,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class PieceVocabulary:
-    """Id checks, ``detokenize`` and ``token_pieces`` for a backend that can turn one id into its
-    bytes (``_piece``): both backends share them so the two render ids identically.
+class SharedTextMethods:
+    """Id checks, ``detokenize``, ``token_pieces``, ``chat_prompt`` and ``chat_ids`` written once
+    for both backends, so the two render ids and chat prompts identically.
 
-    Needs ``n_vocab``, ``add_bos``, ``bos_id`` and ``_piece(token, special) -> bytes``."""
+    Needs ``n_vocab``, ``add_bos``, ``bos_id``, ``tokenize``, ``_piece(token, special) -> bytes``
+    and ``_template() -> ChatTemplate``."""
 
     n_vocab: int
     add_bos: bool
@@ -211,6 +212,12 @@ class PieceVocabulary:
 
     def _piece(self, token: int, special: bool) -> bytes:  # pragma: no cover - supplied by the backend
         raise NotImplementedError
+
+    def _template(self):  # pragma: no cover - supplied by the backend
+        raise NotImplementedError
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        raise NotImplementedError  # pragma: no cover - supplied by the backend
 
     def _check_ids(self, ids: Sequence[int]) -> None:
         for t in ids:
@@ -229,3 +236,14 @@ class PieceVocabulary:
     def token_pieces(self, ids: Sequence[int]) -> list[str]:
         self._check_ids(ids)
         return [self._piece(t, True).decode("utf-8", errors="backslashreplace") for t in ids]
+
+    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        return self._template().render(messages, add_generation_prompt=add_generation_prompt)
+
+    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
+        ids = self.tokenize(self.chat_prompt(messages, add_generation_prompt=add_generation_prompt),
+                            add_special=True, parse_special=True)
+        # Templates that write the BOS text themselves would otherwise get two.
+        if len(ids) >= 2 and self.bos_id is not None and ids[0] == ids[1] == self.bos_id:
+            ids = ids[1:]
+        return ids

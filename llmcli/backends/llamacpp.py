@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, GenerationStats, Message, PieceVocabulary, SamplingParams, StreamEvent
+from llmcli.backends.base import BackendInfo, GenerationStats, Message, SharedTextMethods, SamplingParams, StreamEvent
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import NgramBlocker
 from llmcli.backends.textstream import drive
@@ -37,7 +37,7 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class LlamaCppBackend(PieceVocabulary):
+class LlamaCppBackend(SharedTextMethods):
     name = "llama.cpp"
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
@@ -138,17 +138,6 @@ class LlamaCppBackend(PieceVocabulary):
             eos = self._model.token_get_text(eos_id) if eos_id >= 0 else ""
             tpl = self._tpl = ChatTemplate(source, bos_token=bos, eos_token=eos)
         return tpl
-
-    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        return self._template().render(messages, add_generation_prompt=add_generation_prompt)
-
-    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
-        ids = self.tokenize(self.chat_prompt(messages, add_generation_prompt=add_generation_prompt),
-                            add_special=True, parse_special=True)
-        # Templates that write the BOS text themselves would otherwise get two.
-        if len(ids) >= 2 and self.bos_id is not None and ids[0] == ids[1] == self.bos_id:
-            ids = ids[1:]
-        return ids
 
     # --- evaluation ---------------------------------------------------------------------------
     def _chunks(self, n: int) -> Iterator[tuple[int, int]]:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, GenerationStats, Message, PieceVocabulary, SamplingParams, StreamEvent
+from llmcli.backends.base import BackendInfo, GenerationStats, Message, SharedTextMethods, SamplingParams, StreamEvent
 from llmcli.backends.textstream import drive
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
@@ -187,7 +187,7 @@ def _growing_layer_class():
 
 # --- the backend -----------------------------------------------------------------------------------
 
-class TorchBackend(PieceVocabulary):
+class TorchBackend(SharedTextMethods):
     name = "torch"
 
     def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None):
@@ -403,16 +403,6 @@ class TorchBackend(PieceVocabulary):
             tpl = self._tpl = ChatTemplate(source, bos_token=self._tok.bos_token or "",
                                            eos_token=self._tok.eos_token or "")
         return tpl
-
-    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        return self._template().render(messages, add_generation_prompt=add_generation_prompt)
-
-    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
-        ids = self.tokenize(self.chat_prompt(messages, add_generation_prompt=add_generation_prompt),
-                            add_special=True, parse_special=True)
-        if len(ids) >= 2 and self.bos_id is not None and ids[0] == ids[1] == self.bos_id:
-            ids = ids[1:]
-        return ids
 
     # --- the KV cache ------------------------------------------------------------------------------
     def _new_cache(self):
