@@ -80,6 +80,11 @@ def test_verbose_explains_the_choice_on_this_machine(gguf_path):
     line = next(x for x in r.stderr.splitlines() if x.startswith("model: "))
     assert "backend: llama.cpp" in line and "why: GGUF model: llama.cpp runs quantized weights fastest" in line
     assert "on CPU" in line
+    # -v is for people: the explanation, not llama.cpp's thousands of log lines (LLMCLI_DEBUG=1 has those)
+    assert not any("llama_model_loader" in x for x in r.stderr.splitlines())
+    r = run_cli("generate", "-m", str(gguf_path), "--temperature", "0", "--max-tokens", "2", "Hi", check=True,
+                env={"LLMCLI_DEBUG": "1"})
+    assert any("llama_model_loader" in x for x in r.stderr.splitlines())
 
 
 def _one_line_error(r, code, needle):

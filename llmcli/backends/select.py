@@ -35,6 +35,7 @@ class BackendOptions:
     threads: int | None = None
     gpu_layers: int | None = None
     verbose: bool = False
+    library_logs: bool = False  # llama.cpp / transformers logging (LLMCLI_DEBUG=1): thousands of lines
     allow_pickle: bool = False
     trust_remote_code: bool = False
     compile: bool = False
@@ -129,7 +130,7 @@ def load_backend(ref, opts: BackendOptions):
         from llmcli.backends.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend(ref.path, ctx_cap=opts.ctx, threads=opts.threads, gpu_layers=choice.gpu_layers,
-                               verbose=opts.verbose, reason=choice.reason)
+                               verbose=opts.library_logs, reason=choice.reason)
     try:
         from llmcli.backends.torch import TorchBackend
     except ModuleNotFoundError as e:

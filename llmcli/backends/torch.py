@@ -224,7 +224,7 @@ class TorchBackend(SharedTextMethods):
             from llmcli.backends.gguf_convert import ensure_converted
             from llmcli.config import cache_dir
 
-            folder = ensure_converted(path, cache_dir(), notify=notify, quiet_libs=not opts.verbose)
+            folder = ensure_converted(path, cache_dir(), notify=notify, quiet_libs=not opts.library_logs)
             config_dict = read_config(folder)
             self._check_arch(config_dict, False, transformers)
         self.folder = folder
@@ -232,7 +232,7 @@ class TorchBackend(SharedTextMethods):
         self.dtype = getattr(torch, dtype_name)
         trust = bool(opts.trust_remote_code)
 
-        with quiet_transformers(not opts.verbose):
+        with quiet_transformers(not opts.library_logs):
             try:
                 config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust)
             except (ValueError, KeyError, OSError) as e:

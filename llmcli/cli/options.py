@@ -46,7 +46,8 @@ ThinkOpt = Annotated[Optional[str], typer.Option(
     "--think", help="Where a reasoning model's <think> text goes: show, hide or stderr. [default: stderr when "
     "stdout is not a terminal, dimmed otherwise]", rich_help_panel=OUTPUT_PANEL, show_default=False)]
 VerboseOpt = Annotated[bool, typer.Option(
-    "-v", "--verbose", help="Explain the backend choice, show library logs and tracebacks.")]
+    "-v", "--verbose", help="Explain the backend choice and show tracebacks (LLMCLI_DEBUG=1 adds the "
+    "llama.cpp/transformers logs).")]
 
 MaxTokensOpt = Annotated[Optional[int], typer.Option(
     "--max-tokens", help="Stop after this many generated tokens (default: until end of text or the window is full).",
@@ -122,10 +123,17 @@ def backend_options(settings, *, backend=None, device=None, dtype=None, ctx=None
         threads=threads or g.get("threads"),
         gpu_layers=gpu_layers,
         verbose=verbose,
+        library_logs=_debug_env(),
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         compile=compile,
     )
+
+
+def _debug_env() -> bool:
+    import os
+
+    return os.environ.get("LLMCLI_DEBUG", "") not in ("", "0")
 
 
 def read_stdin_text() -> str | None:
