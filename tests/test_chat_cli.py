@@ -5,7 +5,6 @@ context fitting, sessions (save/load, --continue after a kill, corrupt files, --
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

@@ -199,6 +199,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids two sequences share: the part of a KV cache a new prompt can reuse."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class SharedTextMethods:
     """Id checks, ``detokenize``, ``token_pieces``, ``chat_prompt`` and ``chat_ids`` written once
     for both backends, so the two render ids and chat prompts identically.

@@ -12,12 +12,15 @@ part of a new prompt that differs from what is already cached is evaluated.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
+import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, GenerationStats, Message, SharedTextMethods, SamplingParams, StreamEvent
+from llmcli.backends.base import (BackendInfo, GenerationStats, SamplingParams, SharedTextMethods, StreamEvent,
+                                  common_prefix_len)
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import NgramBlocker
 from llmcli.backends.textstream import drive
@@ -28,13 +31,29 @@ from llmcli.errors import BackendError, ModelError
 PENALTY_LAST_N = 64
 
 
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+@functools.lru_cache(maxsize=1)
+def amx_repack_unsafe() -> bool:
+    """Whether to keep llama.cpp from repacking weights into "extra" CPU buffers (AMX, repack).
+
+    On Intel CPUs with AMX (Sapphire Rapids and later) a natively built llama.cpp repacks
+    quantized weights for its AMX kernel, which segfaults in ``ggml_backend_amx_mul_mat``
+    (ggml-org/llama.cpp#20824, seen here with SmolLM2 Q4_1 as soon as a prompt is a few dozen
+    tokens). Without the extra buffers the ordinary AVX512 kernels run. ``LLMCLI_AMX=1`` opts
+    back in for builds where the bug is fixed.
+    """
+    import llama_cpp
+
+    if os.environ.get("LLMCLI_AMX") == "1":
+        return False
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+def model_params(llama_cpp):
+    """llama.cpp's default model parameters with the AMX workaround applied."""
+    params = llama_cpp.llama_model_default_params()
+    if amx_repack_unsafe():
+        params.use_extra_bufts = False
+    return params
 
 
 class LlamaCppBackend(SharedTextMethods):
@@ -48,7 +67,7 @@ class LlamaCppBackend(SharedTextMethods):
         self._ll = llama_cpp
         _logger.set_verbose(verbose)
         self.path = Path(path)
-        mparams = llama_cpp.llama_model_default_params()
+        mparams = model_params(llama_cpp)
         mparams.use_mmap = True
         mparams.n_gpu_layers = gpu_layers
         try:
@@ -71,8 +90,8 @@ class LlamaCppBackend(SharedTextMethods):
         cparams.n_threads_batch = self.threads
         # On CPU, flash attention makes a token's keys/values depend on how the prompt was split into
         # batches, so a reused prefix would not give the bits a fresh run gives (measured: logits off by
-        # up to 0.8). Without it, any split into batches of >= 2 tokens is bit-identical, at the same
-        # speed on CPU (docs/performance.md). GPU offload keeps llama.cpp's `auto`.
+        # up to 0.8). Without it, any split into batches of >= 2 tokens is bit-identical, for ~10 % of
+        # prompt-processing speed on CPU (docs/performance.md). GPU offload keeps llama.cpp's `auto`.
         cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if gpu_layers
                                    else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         try:

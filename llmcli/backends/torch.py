@@ -25,7 +25,8 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, GenerationStats, Message, SharedTextMethods, SamplingParams, StreamEvent
+from llmcli.backends.base import (BackendInfo, GenerationStats, SamplingParams, SharedTextMethods, StreamEvent,
+                                  common_prefix_len)
 from llmcli.backends.textstream import drive
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
@@ -44,15 +45,6 @@ PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 def _stderr(message: str) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 # --- checks that need no torch ---------------------------------------------------------------------

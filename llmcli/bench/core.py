@@ -4,6 +4,7 @@ process so machine noise hits both sides alike. Reports medians and ratios."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -14,6 +15,23 @@ from llmcli.bench.table import Row
 
 PROMPT_TOKENS = 128
 GEN_TOKENS = 64
+
+
+@contextlib.contextmanager
+def same_model_params():
+    """Make ``Llama()`` load with the model parameters our backend uses (the AMX workaround), so a
+    reference built inside this block runs the same kernels and does not crash where ours would not."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as low_level  # the module Llama() looks the defaults up in
+
+    from llmcli.backends.llamacpp import model_params
+
+    original = low_level.llama_model_default_params
+    low_level.llama_model_default_params = lambda: model_params(llama_cpp)
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = original
 
 
 def _prompt_ids(backend, n: int) -> list[int]:
@@ -68,8 +86,10 @@ def run(model_path, threads: int | None, repeats: int = 5) -> list[Row]:
     load_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
     # Same attention kernel as ours (and llama-cpp-python's own default): flash attention off.
-    ref = Llama(model_path=str(model_path), n_ctx=ours.n_ctx, n_batch=ours.n_batch, n_ubatch=ours.n_batch,
-                n_threads=ours.threads, n_threads_batch=ours.threads, flash_attn=False, use_mmap=True, verbose=False)
+    with same_model_params():
+        ref = Llama(model_path=str(model_path), n_ctx=ours.n_ctx, n_batch=ours.n_batch, n_ubatch=ours.n_batch,
+                    n_threads=ours.threads, n_threads_batch=ours.threads, flash_attn=False, use_mmap=True,
+                    verbose=False)
     load_ref = time.perf_counter() - t0
     ids = _prompt_ids(ours, PROMPT_TOKENS)
 
@@ -97,9 +117,10 @@ def run(model_path, threads: int | None, repeats: int = 5) -> list[Row]:
                         "llama-cpp-python Llama.generate", lower_is_better=True))
     # What bit-exact prefix reuse costs: llama.cpp's CPU default turns flash attention on, which is
     # faster on prompts but makes keys/values depend on how a prompt was split into batches.
-    ref_fa = Llama(model_path=str(model_path), n_ctx=ours.n_ctx, n_batch=ours.n_batch, n_ubatch=ours.n_batch,
-                   n_threads=ours.threads, n_threads_batch=ours.threads, flash_attn=True, use_mmap=True,
-                   verbose=False)
+    with same_model_params():
+        ref_fa = Llama(model_path=str(model_path), n_ctx=ours.n_ctx, n_batch=ours.n_batch, n_ubatch=ours.n_batch,
+                       n_threads=ours.threads, n_threads_batch=ours.threads, flash_attn=True, use_mmap=True,
+                       verbose=False)
     _ref_once(ref_fa, ids, 2, True)
     fa_pp, fa_tg, plain_pp, plain_tg = [], [], [], []
     for _ in range(repeats):
@@ -137,7 +158,9 @@ def _child_peak_rss_mib(cmd: list[str]) -> float:
 _REF_SCRIPT = """
 import sys
 from llama_cpp import Llama
-llm = Llama(model_path=sys.argv[1], n_ctx=4096, n_threads=int(sys.argv[2]), flash_attn=False, verbose=False)
+from llmcli.bench.core import same_model_params
+with same_model_params():
+    llm = Llama(model_path=sys.argv[1], n_ctx=4096, n_threads=int(sys.argv[2]), flash_attn=False, verbose=False)
 ids = llm.tokenize(b"Once upon a time")
 for i, _ in enumerate(llm.generate(ids, temp=0.0)):
     if i >= 63:
