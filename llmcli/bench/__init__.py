@@ -1,6 +1,8 @@
 """Benchmarks that print a table with ratios against a reference measured in the same run.
 
-Suites: ``core`` (this module's core.py). Other suites register in SUITES."""
+Suites: ``core`` (llama.cpp backend vs llama-cpp-python), ``torch`` (torch backend vs
+transformers' ``generate``), ``chat`` (time to first token as a conversation grows, with and
+without prefix reuse). Each module's ``run(model_path, threads, repeats)`` returns table rows."""
 
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ from llmcli.errors import UsageError
 
 
 def bench(
-    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Which suite(s) to run (default: core). "
-                                                       "Repeatable.", show_default=False)] = None,
+    suite: Annotated[Optional[list[str]], typer.Option("--suite", metavar="SUITE", show_default=False,
+                                                       help="core, torch or chat (default: core). Repeatable.")
+                     ] = None,
     model: o.ModelOpt = None,
     threads: o.ThreadsOpt = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Interleaved repetitions per measurement (median).")] = 5,
@@ -46,7 +47,7 @@ def bench(
     for name in names:
         info(f"running suite {name} …")
         module = importlib.import_module(SUITES[name])
-        rows = module.run(ref.path if ref.format == "gguf" else ref.path, threads, repeats=repeats)
+        rows = module.run(ref.path, threads, repeats=repeats)
         sys.stdout.write(render_markdown(rows, f"suite: {name} (model: {ref.display})") + "\n\n")
         sys.stdout.flush()
 
