@@ -22,42 +22,35 @@ def _tiny_llama(**overrides):
     return LlamaForCausalLM(LlamaConfig(**cfg)).eval()
 
 
+def _greedy(model, prompt: list[int], steps: int, step):
+    """Greedy ids and per-step logits: the prompt through transformers' forward, then each token through
+    ``step(token, position, cache)``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
+        ids, all_logits = [], []
+        for i in range(steps):
+            tok = int(logits.argmax())
+            ids.append(tok)
+            logits = step(tok, len(prompt) + i, cache)
+            all_logits.append(logits.clone())
+    return ids, all_logits
+
+
 def _transformers_greedy(model, prompt: list[int], steps: int):
-    """Greedy ids and per-step logits from transformers' own forward, one token at a time."""
-    from transformers import DynamicCache
+    """Reference: transformers' own forward for every token."""
+    def step(tok, pos, cache):
+        return model(input_ids=torch.tensor([[tok]]), position_ids=torch.tensor([[pos]]), past_key_values=cache,
+                     use_cache=True).logits[0, -1]
 
-    cache = DynamicCache(config=model.config)
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
-        ids, all_logits = [], []
-        for i in range(steps):
-            tok = int(logits.argmax())
-            ids.append(tok)
-            pos = torch.tensor([[len(prompt) + i]])
-            logits = model(input_ids=torch.tensor([[tok]]), position_ids=pos, past_key_values=cache,
-                           use_cache=True).logits[0, -1]
-            all_logits.append(logits.clone())
-    return ids, all_logits
-
-
-def _lean_greedy(model, lean, prompt: list[int], steps: int):
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
-        ids, all_logits = [], []
-        for i in range(steps):
-            tok = int(logits.argmax())
-            ids.append(tok)
-            logits = lean(tok, len(prompt) + i, cache)
-            all_logits.append(logits.clone())
-    return ids, all_logits
+    return _greedy(model, prompt, steps, step)
 
 
 def _assert_same(model, lean, prompt, steps=20):
     ref_ids, ref_logits = _transformers_greedy(model, prompt, steps)
-    ids, logits = _lean_greedy(model, lean, prompt, steps)
+    ids, logits = _greedy(model, prompt, steps, lean)
     assert ids == ref_ids
     for a, b in zip(logits, ref_logits):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
