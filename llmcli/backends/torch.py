@@ -458,26 +458,25 @@ class TorchBackend(SharedTextMethods):
         """Append ``ids`` to the KV cache; the logits of the last position (or of all)."""
         torch = self._torch
         start = len(self._cached)
-        if step and self._lean_cache and len(ids) == 1:
-            try:
-                with torch.inference_mode():
-                    logits = self._lean(ids[0], start, self._cache)
-            except BaseException:
-                self.reset()
-                raise
-            self._cached.append(ids[0])
-            return logits
-        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
-        pos = torch.arange(start, start + len(ids), dtype=torch.long, device=self.device).unsqueeze(0)
-        fn = self._compiled_step if (step and self._compiled_step is not None) else self.model
         try:
             with torch.inference_mode():
-                out = fn(input_ids=x, position_ids=pos, past_key_values=self._cache, use_cache=True,
-                         logits_to_keep=0 if all_logits else 1)
+                if step and self._lean_cache and len(ids) == 1:
+                    logits = self._lean(ids[0], start, self._cache)
+                else:
+                    logits = self._transformers_forward(ids, start, all_logits=all_logits, step=step)
         except BaseException:
             self.reset()  # a forward cut short leaves the cache inconsistent
             raise
         self._cached.extend(ids)
+        return logits
+
+    def _transformers_forward(self, ids: Sequence[int], start: int, *, all_logits: bool, step: bool):
+        torch = self._torch
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        pos = torch.arange(start, start + len(ids), dtype=torch.long, device=self.device).unsqueeze(0)
+        fn = self._compiled_step if (step and self._compiled_step is not None) else self.model
+        out = fn(input_ids=x, position_ids=pos, past_key_values=self._cache, use_cache=True,
+                 logits_to_keep=0 if all_logits else 1)
         return out.logits[0] if all_logits else out.logits[0, -1]
 
     def _prefill(self, ids: Sequence[int]):
