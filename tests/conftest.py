@@ -112,3 +112,14 @@ def llama_backend(gguf_path):
     b = LlamaCppBackend(gguf_path, ctx_cap=1024)
     yield b
     b.close()
+
+
+# --- bad-input suite (issue 10) ------------------------------------------------------------------------
+
+@pytest.fixture
+def bad(isolated_dirs):
+    """A BadInput runner (tests/badinput.py) whose working folder sits beside the test's llmcli folders:
+    every run asserts a clean one-line failure and that no file in that folder changed."""
+    from badinput import BadInput
+
+    return BadInput(isolated_dirs / "work")
