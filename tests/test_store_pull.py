@@ -18,8 +18,8 @@ import pytest
 from conftest import run_cli
 from hub_server import (GATED_REPO, GGUF_REPO, HF_REPO, NO_Q4KM_REPO, PRIVATE_REPO, PRIVATE_TOKEN, HubServer,
                         build_repos, hub, hub_server)  # noqa: F401 - fixtures
-from llmcli.store import registry
 from llmcli.store.metadata import human_bytes
+from llmcli.store.modelstore import ModelStore
 
 Q4KM = "SmolLM2-135M-Instruct-Q4_K_M.gguf"
 Q8 = "SmolLM2-135M-Instruct-Q8_0.gguf"
@@ -39,7 +39,7 @@ def repo_dir(repo_id: str) -> Path:
 
 
 def models() -> dict:
-    return registry.load()["models"]
+    return {n: r.to_json() for n, r in ModelStore().snapshot().models.items()}
 
 
 def remote(srv, repo_id, name):

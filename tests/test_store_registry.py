@@ -11,13 +11,18 @@ import sys
 import pytest
 
 from conftest import run_cli
+from ggufs import tiny_gguf
 from llmcli.errors import StoreError, UsageError
 from llmcli.store import registry
+from llmcli.store.modelstore import ModelStore
 
 
-def _rec(path, fmt="gguf", source="import"):
-    return {"source": source, "format": fmt, "path": str(path), "files": [{"name": "m", "path": str(path),
-                                                                           "size": 1}], "size": 1}
+def store() -> ModelStore:
+    return ModelStore()
+
+
+def registered() -> dict:
+    return {n: r.to_json() for n, r in store().snapshot().models.items()}
 
 
 @pytest.mark.parametrize("name", ["smol", "qwen2.5:7b", "TestOrg/SmolLM2-GGUF:Q4_K_M", "a@v1.0", "m+x", "A-b_c.d"])
@@ -34,61 +39,67 @@ def test_invalid_names(name):
 
 
 def test_register_lookup_alias_default_remove(tmp_path):
-    f = tmp_path / "m.gguf"
-    f.write_bytes(b"GGUF" + bytes(60))
-    registry.register("mine", _rec(f))
-    ref = registry.lookup("mine")
+    f = tiny_gguf(tmp_path / "m.gguf")
+    rec = store().import_model(str(f), "mine")
+    assert rec.kind == "imported" and rec.path == str(f) and rec.added and rec.last_used is None
+    ref = store().lookup("mine")
     assert ref.path == f and ref.format == "gguf" and ref.origin == "store" and ref.name == "mine"
-    assert registry.lookup("MINE").path == f  # case-insensitive when unambiguous
-    assert registry.lookup("other") is None
-    registry.set_alias("m", "mine")
-    assert registry.lookup("m").path == f
-    assert registry.default_ref() is None
-    registry.set_default("m")  # an alias resolves to its model
-    assert registry.default_name() == "mine" and registry.default_ref().path == f
-    registry.touch_last_used("m")
-    assert registry.load()["models"]["mine"]["last_used"]
+    assert store().lookup("MINE").path == f  # case-insensitive when unambiguous
+    assert store().lookup("other") is None
+    store().set_alias("m", "mine")
+    assert store().lookup("m").path == f
+    assert store().default_ref() is None
+    store().set_default("m")  # an alias resolves to its model
+    assert store().default_name() == "mine" and store().default_ref().path == f
+    store().touch("m")
+    assert store().snapshot().models["mine"].last_used
     with pytest.raises(StoreError):
-        registry.register("m", _rec(f))  # an alias is not free
+        store().import_model(str(f), "m")  # an alias is not free
     with pytest.raises(StoreError):
-        registry.register("mine", _rec(tmp_path / "other.gguf"))  # another source under a taken name
-    kind, rec, others = registry.remove("mine")
-    assert kind == "model" and rec["path"] == str(f) and others == []
-    data = registry.load()
-    assert data["models"] == {} and data["aliases"] == {} and data["default"] is None
+        store().import_model(str(tiny_gguf(tmp_path / "other.gguf")), "mine")  # another source, a taken name
+    gone = store().remove("mine")
+    assert gone.kind == "model" and gone.record.path == str(f) and gone.freed == 0
+    reg = store().snapshot()
+    assert dict(reg.models) == {} and dict(reg.aliases) == {} and reg.default is None
     assert f.exists()
+
+
+def test_records_are_frozen(tmp_path):
+    import dataclasses
+
+    rec = store().import_model(str(tiny_gguf(tmp_path / "m.gguf")), "mine")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.path = "/elsewhere"
 
 
 def test_lookup_of_vanished_files_says_so(tmp_path):
     from llmcli.errors import ModelError
 
-    f = tmp_path / "gone.gguf"
-    f.write_bytes(b"GGUF")
-    registry.register("gone", _rec(f))
+    f = tiny_gguf(tmp_path / "gone.gguf")
+    store().import_model(str(f), "gone")
     f.unlink()
     with pytest.raises(ModelError, match="files are gone"):
-        registry.lookup("gone")
+        store().lookup("gone")
 
 
 def test_registry_survives_a_crash_between_write_and_rename(tmp_path, isolated_dirs):
-    f = tmp_path / "m.gguf"
-    f.write_bytes(b"GGUF")
-    registry.register("first", _rec(f))
+    f = tiny_gguf(tmp_path / "m.gguf")
+    store().import_model(str(f), "first")
     before = registry.registry_path().read_bytes()
     # A real process dies after writing + fsyncing the temporary file, before the rename.
     code = ("import os, sys\n"
-            "from llmcli.store import registry\n"
+            "from llmcli.store.modelstore import ModelStore\n"
             "os.replace = lambda *a, **k: os._exit(9)\n"
-            f"registry.register('second', {_rec(f)!r})\n")
+            f"ModelStore().import_model({str(f)!r}, 'second')\n")
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True)
     assert proc.returncode == 9
     assert registry.registry_path().read_bytes() == before
-    assert set(registry.load()["models"]) == {"first"}
+    assert set(registry.load().models) == {"first"}
     leftovers = list(registry.registry_path().parent.glob(".registry.json.*.tmp"))
     assert leftovers, "the crash should have left its temporary file behind"
     # Reads and writes go on normally, and prune sweeps the leftover.
-    registry.register("third", _rec(f))
-    assert set(registry.load()["models"]) == {"first", "third"}
+    store().import_model(str(tiny_gguf(tmp_path / "third.gguf")), "third")
+    assert set(registry.load().models) == {"first", "third"}
     r = run_cli("models", "prune")
     assert r.returncode == 0, r.stderr
     assert not list(registry.registry_path().parent.glob(".registry.json.*.tmp"))
@@ -104,15 +115,14 @@ def test_damaged_registry_is_a_one_line_error(isolated_dirs):
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    f = tmp_path / "m.gguf"
-    f.write_bytes(b"GGUF")
-    code = ("import sys\nfrom llmcli.store import registry\n"
+    f = tiny_gguf(tmp_path / "m.gguf")
+    code = ("import sys\nfrom llmcli.store.modelstore import ModelStore\n"
             "for i in range(15):\n"
-            f"    registry.register(f'p{{sys.argv[1]}}-{{i}}', {_rec(f)!r})\n"
-            "    registry.touch_last_used(f'p{sys.argv[1]}-0')\n")
+            f"    ModelStore().import_model({str(f)!r}, f'p{{sys.argv[1]}}-{{i}}')\n"
+            "    ModelStore().touch(f'p{sys.argv[1]}-0')\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(k)], env=dict(os.environ)) for k in range(4)]
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
-    assert len(registry.load()["models"]) == 60
+    assert len(registry.load().models) == 60
 
 
 # ---------------------------------------------------------------- CLI round trips
@@ -121,8 +131,8 @@ def test_import_list_show_default_alias_rm(gguf_path):
     r = run_cli("models", "import", str(gguf_path), "--as", "mine")
     assert r.returncode == 0, r.stderr
     assert "not copied" in r.stderr
-    rec = registry.load()["models"]["mine"]
-    assert rec["path"] == str(gguf_path) and rec["source"] == "import" and rec["format"] == "gguf"
+    rec = registered()["mine"]
+    assert rec["path"] == str(gguf_path) and rec["kind"] == "imported" and rec["format"] == "gguf"
 
     r = run_cli("models", "list")
     assert r.returncode == 0 and "mine" in r.stdout and "import:" in r.stdout and "never" in r.stdout
@@ -152,14 +162,14 @@ def test_import_list_show_default_alias_rm(gguf_path):
     # rm without a terminal and without --yes refuses, changing nothing.
     r = run_cli("models", "rm", "mine")
     assert r.returncode == 2 and "--yes" in r.stderr
-    assert "mine" in registry.load()["models"]
+    assert "mine" in registered()
     # rm of an alias removes only the alias.
     assert run_cli("models", "rm", "m", "--yes").returncode == 0
-    assert registry.load()["aliases"] == {} and "mine" in registry.load()["models"]
+    assert dict(registry.load().aliases) == {} and "mine" in registered()
     r = run_cli("models", "rm", "mine", "--yes")
     assert r.returncode == 0 and "imported files kept" in r.stderr
     assert gguf_path.exists()  # an imported model's file is never deleted
-    assert registry.load()["models"] == {} and registry.load()["default"] is None
+    assert registered() == {} and registry.load().default is None
 
 
 def test_store_default_and_name_work_for_generate(gguf_path):
@@ -167,11 +177,11 @@ def test_store_default_and_name_work_for_generate(gguf_path):
     r = run_cli("generate", "-m", "mine", "Hello", "--max-tokens", "3", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
-    assert registry.load()["models"]["mine"]["last_used"]
+    assert registered()["mine"]["last_used"]
 
 
 def test_path_traversal_names_are_rejected(gguf_path):
-    registry.register("mine", _rec(gguf_path))
+    store().import_model(str(gguf_path), "mine")
     before = registry.registry_path().read_bytes()
     for args in (("models", "import", str(gguf_path), "--as", "../evil"),
                  ("models", "import", str(gguf_path), "--as", "/tmp/evil"),
@@ -186,8 +196,8 @@ def test_path_traversal_names_are_rejected(gguf_path):
 
 def test_nul_byte_name_rejected_in_process():
     with pytest.raises(UsageError):
-        registry.set_alias("a\x00b", "x")
-    assert registry.lookup("a\x00b") is None
+        store().set_alias("a\x00b", "x")
+    assert store().lookup("a\x00b") is None
 
 
 def test_import_hf_folder_and_unknown_names(tmp_path):
@@ -198,7 +208,7 @@ def test_import_hf_folder_and_unknown_names(tmp_path):
                                                     "max_position_embeddings": 256}))
     r = run_cli("models", "import", str(folder))
     assert r.returncode == 0, r.stderr
-    assert registry.load()["models"]["hfmodel"]["format"] == "hf"
+    assert registered()["hfmodel"]["format"] == "hf"
     r = run_cli("models", "show", "hfmodel")
     assert r.returncode == 0 and "context length: 256" in r.stdout
     for args in (("models", "show", "nope"), ("models", "rm", "nope", "--yes"), ("models", "default", "nope"),
@@ -224,23 +234,23 @@ def test_rm_asks_on_a_terminal(gguf_path):
     child.sendline("n")
     child.expect(pexpect.EOF)
     child.close()
-    assert child.exitstatus == 1 and "mine" in registry.load()["models"]
+    assert child.exitstatus == 1 and "mine" in registered()
     child = pexpect.spawn(sys.executable, ["-m", "llmcli", "models", "rm", "mine"], env=dict(os.environ),
                           timeout=30)
     child.expect(r"Remove\?")
     child.sendline("y")
     child.expect(pexpect.EOF)
     child.close()
-    assert child.exitstatus == 0 and registry.load()["models"] == {}
+    assert child.exitstatus == 0 and registered() == {}
 
 
 def test_import_split_gguf_registers_all_parts(tmp_path):
     for i in (1, 2):
-        (tmp_path / f"big-Q8_0-0000{i}-of-00002.gguf").write_bytes(b"GGUF" + bytes(60))
+        tiny_gguf(tmp_path / f"big-Q8_0-0000{i}-of-00002.gguf")
     r = run_cli("models", "import", str(tmp_path / "big-Q8_0-00001-of-00002.gguf"))
     assert r.returncode == 0, r.stderr
-    rec = registry.load()["models"]["big-Q8_0"]
+    rec = registered()["big-Q8_0"]
     assert [f["name"] for f in rec["files"]] == ["big-Q8_0-00001-of-00002.gguf", "big-Q8_0-00002-of-00002.gguf"]
-    assert rec["quant"] == "Q8_0" and rec["size"] == 128
+    assert rec["quant"] == "Q8_0" and rec["size"] == 2 * (tmp_path / "big-Q8_0-00001-of-00002.gguf").stat().st_size
     r = run_cli("models", "import", str(tmp_path / "big-Q8_0-00002-of-00002.gguf"), "--as", "x")
     assert r.returncode == 2 and "first part" in r.stderr
