@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -254,3 +255,168 @@ def test_import_split_gguf_registers_all_parts(tmp_path):
     assert rec["quant"] == "Q8_0" and rec["size"] == 2 * (tmp_path / "big-Q8_0-00001-of-00002.gguf").stat().st_size
     r = run_cli("models", "import", str(tmp_path / "big-Q8_0-00002-of-00002.gguf"), "--as", "x")
     assert r.returncode == 2 and "first part" in r.stderr
+
+
+# ---------------------------------------------------------------- the schema (defect 3)
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+    return st.recursive(scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+        st.text(max_size=8), kids, max_size=4), max_leaves=20)
+
+
+def _registry_like():
+    """Registry-shaped objects whose every field may be of any type: they reach the deep checks."""
+    from hypothesis import strategies as st
+
+    anything = _json_values()
+    field = st.sampled_from(["kind", "source", "format", "path", "files", "size", "quant", "license", "repo",
+                             "revision", "commit", "spec", "added", "last_used"])
+    good = {"kind": st.sampled_from(["imported", "pulled", "remote", "x"]), "format": st.sampled_from(["gguf", "hf"]),
+            "path": st.sampled_from(["/m.gguf", "", "/a\x00b"]), "size": st.integers(-2, 5),
+            "files": st.lists(st.fixed_dictionaries({"name": st.just("m"), "path": st.just("/m"),
+                                                     "size": st.integers(-1, 3)}), max_size=2),
+            "added": st.sampled_from(["2026-01-31T12:00:00Z", "2026-02-31T12:00:00Z", "yesterday"])}
+    record = st.fixed_dictionaries({k: v for k, v in good.items()},
+                                   optional={"repo": anything, "revision": anything, "commit": st.text(max_size=3)}) | \
+        st.dictionaries(field, anything, max_size=6)
+    names = st.sampled_from(["m", "x", "../up", "a.gguf", "ok:1"])
+    return st.fixed_dictionaries({"models": st.dictionaries(names, record, max_size=3)}, optional={
+        "version": st.sampled_from([1, 2, 3, True, "2"]), "default": names | anything,
+        "aliases": st.dictionaries(names, names | anything, max_size=2) | anything})
+
+
+@pytest.mark.parametrize("kind", ["bytes", "json", "registry-like"])
+def test_registry_loader_property(kind):
+    """Any bytes, any JSON, any registry-shaped object: a valid Registry that round-trips, or the
+    documented damaged-registry error — never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from llmcli.store.records import Damaged, Registry, parse_registry
+
+    strategy = {"bytes": st.binary(max_size=200),
+                "json": _json_values().map(lambda v: json.dumps(v).encode()),
+                "registry-like": _registry_like().map(lambda v: json.dumps(v).encode())}[kind]
+    outcomes = {"valid": 0, "damaged": 0}
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(strategy)
+    def check(raw):
+        try:
+            reg = parse_registry(raw)
+        except Damaged as e:
+            assert str(e)
+            outcomes["damaged"] += 1
+            return
+        assert isinstance(reg, Registry)
+        assert parse_registry(registry._encode(reg)) == reg
+        outcomes["valid"] += 1
+
+    check()
+    assert outcomes["damaged"] > 0
+    if kind == "registry-like":
+        assert outcomes["valid"] > 0, outcomes
+
+
+def test_damaged_registry_error_comes_from_the_file(isolated_dirs):
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"models": {"x": {"kind": "imported"}}}')
+    with pytest.raises(StoreError, match=r"registry .* is damaged \(models\['x'\]\.format"):
+        registry.load()
+
+
+def test_version_1_registry_is_read_and_not_rewritten_by_a_read(gguf_path, isolated_dirs):
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    v1 = {"version": 1, "default": "old", "aliases": {"o": "old"}, "models": {"old": {
+        "name": "old", "source": "import", "format": "gguf", "path": str(gguf_path), "quant": "Q4_1",
+        "license": None, "files": [{"name": gguf_path.name, "path": str(gguf_path), "size": 1}], "size": 1,
+        "added": "2026-01-01T00:00:00Z", "last_used": None}}}
+    path.write_text(json.dumps(v1))
+    before = path.read_bytes()
+    r = run_cli("models", "list")
+    assert r.returncode == 0 and "old *" in r.stdout and "alias o -> old" in r.stdout, r.stderr
+    assert run_cli("models", "show", "o").returncode == 0
+    assert path.read_bytes() == before
+    assert run_cli("models", "alias", "p", "old").returncode == 0  # the first change writes version 2
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and data["models"]["old"]["kind"] == "imported"
+    assert data["models"]["old"]["added"] == "2026-01-01T00:00:00Z"
+
+
+def test_damaged_registry_never_blocks_a_path_or_the_embedded_model(gguf_path, isolated_dirs):
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"version": 2, "default": 5, "models": {}, "aliases": {}}')
+    before = path.read_bytes()
+    r = run_cli("generate", "-m", str(gguf_path), "Hi", "--max-tokens", "2", "--temperature", "0")
+    assert r.returncode == 0 and r.stdout.strip() and r.stderr == "", r.stderr
+    r = run_cli("generate", "Hi", "--max-tokens", "2", "--temperature", "0")  # no -m: the embedded model
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    assert r.stderr.startswith("warning: the model registry") and "using the embedded model" in r.stderr
+    r = run_cli("tokenize", "-m", str(gguf_path), "Hi")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("models", "show", str(gguf_path))
+    assert r.returncode == 0 and "architecture:" in r.stdout, r.stderr
+    assert path.read_bytes() == before
+
+
+# ---------------------------------------------------------------- permissions (defect 7)
+
+def test_read_only_data_dir_says_permission_denied(tmp_path, isolated_dirs):
+    """chmod 555 stops only a process without CAP_DAC_OVERRIDE: as root, the CLI runs with that
+    capability dropped from its bounding set (setpriv), which is what a normal user has."""
+    import shutil
+
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is missing: chmod 555 cannot be provoked")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    data = tmp_path / "data"
+    data.mkdir()
+    f = tiny_gguf(tmp_path / "m.gguf")
+    os.chmod(data, 0o555)
+    try:
+        env = dict(os.environ, LLMCLI_DATA_DIR=str(data))
+        for args in (("models", "import", str(f), "--as", "m"), ("models", "default", "--unset")):
+            proc = subprocess.run([*prefix, sys.executable, "-m", "llmcli", *args], env=env, capture_output=True,
+                                  text=True, timeout=60)
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr.startswith(f"error: cannot write the model registry {data / 'registry.json'}: "
+                                          "Permission denied"), proc.stderr
+            assert proc.stderr.count("\n") == 1 and proc.stdout == ""
+        assert os.listdir(data) == []
+    finally:
+        os.chmod(data, 0o755)
+
+
+# ---------------------------------------------------------------- display and flags
+
+def test_last_used_display_is_right_under_daylight_saving(gguf_path):
+    """A time zone whose daylight saving is on all year: the old mktime-based display was 1 h off."""
+    from datetime import datetime, timedelta, timezone
+
+    assert run_cli("models", "import", str(gguf_path), "--as", "mine").returncode == 0
+    path = registry.registry_path()
+    data = json.loads(path.read_text())
+    then = datetime.now(timezone.utc) - timedelta(minutes=30)
+    data["models"]["mine"]["last_used"] = then.strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(json.dumps(data))
+    for tz in ("EST+5EDT,0/0,J365/25", "UTC0", "Australia/Sydney"):
+        r = run_cli("models", "list", env={"TZ": tz})
+        assert r.returncode == 0, r.stderr
+        assert "30 min ago" in r.stdout or "31 min ago" in r.stdout, (tz, r.stdout)
+
+
+@pytest.mark.parametrize("command", ["generate", "tokenize", "detokenize", "chat", "perplexity", "bench", "pull",
+                                     "cache list", "cache clear", "models list", "models show", "models rm",
+                                     "models import", "models default", "models alias", "models verify",
+                                     "models prune", "models pull"])
+def test_every_command_takes_verbose(command):
+    r = run_cli(*command.split(), "--help")
+    assert r.returncode == 0 and "-v, --verbose" in r.stdout, r.stdout

@@ -89,8 +89,9 @@ class ModelStore:
 
     # ------------------------------------------------------------ reading
 
-    def snapshot(self) -> Registry:
-        return registry.load()
+    def snapshot(self, *, for_write: bool = False) -> Registry:
+        """The registry now; ``for_write`` words a read failure as the write it is the first step of."""
+        return registry.read(registry.registry_path(), for_write=for_write)
 
     def list(self) -> tuple[ModelRecord, ...]:
         return tuple(sorted(self.snapshot().models.values(), key=lambda r: r.name.lower()))
@@ -127,7 +128,12 @@ class ModelStore:
         """A registered model, or else an existing path, with the metadata read from its headers."""
         from llmcli.store.metadata import model_metadata
 
-        reg = self.snapshot()
+        try:
+            reg = self.snapshot()
+        except StoreError:
+            if "\x00" in name or not os.path.lexists(Path(name).expanduser()):
+                raise
+            reg = Registry()  # a damaged registry never hides a model given by its path
         rec = reg.get(name)
         if rec is not None:
             ref = self.ref(rec)
@@ -160,7 +166,7 @@ class ModelStore:
 
         p, name = self.plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt)
         probe = ModelRecord(name, "pulled", p.format, "-", repo=p.repo_id, revision=p.revision, commit=p.commit)
-        self._check_free(self.snapshot(), probe)  # before downloading gigabytes
+        self._check_free(self.snapshot(for_write=True), probe)  # before downloading gigabytes
         if p.note:
             notify(p.note)
         files = hub.fetch(p, token=token, tqdm_class=tqdm_class)
@@ -268,7 +274,7 @@ class ModelStore:
 
     def removal_plan(self, names: list[str]) -> list[Removal]:
         """What ``remove`` would do for each name (for a confirmation); unknown names fail here."""
-        reg = self.snapshot()
+        reg = self.snapshot(for_write=True)
         out = []
         for name in names:
             if name in reg.aliases:

@@ -196,8 +196,8 @@ def record_from_json(name: str, obj, version: int = VERSION) -> ModelRecord:
     if not isinstance(obj, dict):
         raise Damaged(f"{where} is not an object")
     kind = obj.get("kind")
-    if kind is None and version == 1:
-        kind = _LEGACY_SOURCE.get(obj.get("source"))
+    if kind is None and version == 1 and isinstance(obj.get("source"), str):
+        kind = _LEGACY_SOURCE.get(obj["source"])
     if not isinstance(kind, str) or kind not in KINDS:
         raise Damaged(f"{where} has an unknown kind {kind!r}")
     values = {}
@@ -284,9 +284,11 @@ def parse_registry(raw: bytes) -> Registry:
         except UsageError as e:
             raise Damaged(f"bad alias: {e.message}") from None
         if not isinstance(target, str) or target not in records:
-            raise Damaged(f"alias {alias!r} points at no model")
+            raise Damaged(f"alias {alias!r} points at no model ({target!r})")
         if alias in records:
             raise Damaged(f"{alias!r} is both a model and an alias")
-    if default is not None and (not isinstance(default, str) or default not in records):
-        raise Damaged("default names no model")
+    if default is not None and not isinstance(default, str):
+        raise Damaged(f"default is {type(default).__name__} {default!r}, not a model name")
+    if default is not None and default not in records:
+        raise Damaged(f"the default {default!r} names no model")
     return Registry(MappingProxyType(records), MappingProxyType(dict(aliases)), default)

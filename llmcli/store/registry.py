@@ -33,13 +33,15 @@ def _write_error(path: Path, e: OSError) -> StoreError:
                       f"make {path.parent} a writable folder, or point LLMCLI_DATA_DIR at one")
 
 
-def read(path: Path) -> Registry:
+def read(path: Path, *, for_write: bool = False) -> Registry:
     """The registry at ``path`` (empty when there is none yet); StoreError when unreadable or damaged."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return Registry()
     except OSError as e:
+        if for_write:
+            raise _write_error(path, e) from None
         raise StoreError(f"cannot read the model registry {path}: {e.strerror or e}",
                          f"check that {path.parent} is a readable folder (LLMCLI_DATA_DIR)") from None
     try:
@@ -98,8 +100,9 @@ def transaction():
     from llmcli.fileio import atomic_write_bytes
 
     path = registry_path()
+    read(path, for_write=True)  # a damaged or unreachable registry fails before a lock file is made
     with _locked(path):
-        before = read(path)
+        before = read(path, for_write=True)
         draft = Draft(dict(before.models), dict(before.aliases), before.default)
         yield draft
         after = draft.snapshot()
