@@ -189,6 +189,41 @@ def test_sigkill_half_way_registers_nothing_and_next_pull_completes(hub):
     assert run_cli("models", "verify", f"{GGUF_REPO}:Q8_0").returncode == 0
 
 
+def test_prune_during_a_slow_pull_leaves_it_intact(hub):
+    """The server stops half-way (a slow pull): prune keeps the live partial file — also once its
+    lock file is gone, as if huggingface_hub had moved its locks — and the pull then completes."""
+    blobs = repo_dir(GGUF_REPO) / "blobs"
+    reached, release = hub.state.pause_half(Q8)
+    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", f"{GGUF_REPO}:Q8_0", "--as", "slow"],
+                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert reached.wait(60), "the server never sent half of the file"
+        deadline = time.monotonic() + 30
+        while not any(p.stat().st_size > 0 for p in blobs.glob("*.incomplete")):
+            assert time.monotonic() < deadline, "the client wrote nothing"
+            time.sleep(0.05)
+        (partial,) = blobs.glob("*.incomplete")
+        size = partial.stat().st_size
+        r = run_cli("models", "list", "--all")
+        assert "downloading now" in r.stdout, r.stdout
+        r = run_cli("models", "prune")
+        assert r.returncode == 0 and "0 partial download(s)" in r.stderr, r.stderr
+        assert partial.exists() and partial.stat().st_size == size
+        locks = list((repo_dir(GGUF_REPO).parent / ".locks").rglob("*.lock"))
+        assert locks, "huggingface_hub holds a lock file while it downloads"
+        for lock in locks:
+            lock.unlink()
+        r = run_cli("models", "prune")
+        assert r.returncode == 0 and "0 partial download(s)" in r.stderr, r.stderr
+        assert partial.exists()
+    finally:
+        release.set()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert sha256(models()["slow"]["path"]) == remote(hub, GGUF_REPO, Q8).sha256
+    assert run_cli("models", "verify", "slow").returncode == 0
+
+
 def test_corrupt_bytes_fail_and_leave_nothing(hub):
     name = "tiny-Q8_0.gguf"
     f = remote(hub, NO_Q4KM_REPO, name)
