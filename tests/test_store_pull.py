@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,17 +154,30 @@ def test_connection_cut_half_way_is_resumed_with_range(hub):
     assert sha256(models()[f"{GGUF_REPO}:Q4_0"]["path"]) == remote(hub, GGUF_REPO, Q40).sha256
 
 
-def test_sigkill_half_way_registers_nothing_and_next_pull_completes(hub):
+def _pull_paused_half_way(hub, *args: str, **popen) -> tuple[subprocess.Popen, threading.Event]:
+    """Start ``llmcli pull GGUF_REPO:Q8_0 ARGS``; return once the server has paused half-way through
+    the file and the client has written part of it. Set the event to let the server go on."""
     blobs = repo_dir(GGUF_REPO) / "blobs"
     reached, release = hub.state.pause_half(Q8)
-    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", f"{GGUF_REPO}:Q8_0"], env=dict(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", f"{GGUF_REPO}:Q8_0", *args],
+                            env=dict(os.environ), **popen)
     try:
         assert reached.wait(60), "the server never sent half of the file"
         deadline = time.monotonic() + 30
         while not any(p.stat().st_size > 0 for p in blobs.glob("*.incomplete")):
             assert time.monotonic() < deadline, "the client wrote nothing"
             time.sleep(0.05)
+    except BaseException:
+        release.set()
+        proc.kill()
+        raise
+    return proc, release
+
+
+def test_sigkill_half_way_registers_nothing_and_next_pull_completes(hub):
+    blobs = repo_dir(GGUF_REPO) / "blobs"
+    proc, release = _pull_paused_half_way(hub, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -193,15 +207,8 @@ def test_prune_during_a_slow_pull_leaves_it_intact(hub):
     """The server stops half-way (a slow pull): prune keeps the live partial file — also once its
     lock file is gone, as if huggingface_hub had moved its locks — and the pull then completes."""
     blobs = repo_dir(GGUF_REPO) / "blobs"
-    reached, release = hub.state.pause_half(Q8)
-    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", f"{GGUF_REPO}:Q8_0", "--as", "slow"],
-                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc, release = _pull_paused_half_way(hub, "--as", "slow", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert reached.wait(60), "the server never sent half of the file"
-        deadline = time.monotonic() + 30
-        while not any(p.stat().st_size > 0 for p in blobs.glob("*.incomplete")):
-            assert time.monotonic() < deadline, "the client wrote nothing"
-            time.sleep(0.05)
         (partial,) = blobs.glob("*.incomplete")
         size = partial.stat().st_size
         r = run_cli("models", "list", "--all")
