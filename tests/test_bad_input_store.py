@@ -122,3 +122,15 @@ def test_symlink_loop_as_model(bad, args):
 def test_broken_symlink_as_model(bad):
     os.symlink("gone.gguf", bad.work / "dangling")
     bad.run("generate", "-m", "dangling", "hi", expect=1, message="broken symlink")
+
+
+def test_models_show_accepts_verbose(bad):
+    """The error hint says -v; `models show -v` accepts it and adds the traceback (so not a harness row)."""
+    from conftest import run_cli
+
+    f = huge_counts(bad.work / "huge.gguf", tensors=2**62)
+    r = run_cli("models", "show", "-v", str(f))
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "damaged GGUF header" in lines[-1], r.stderr
+    assert "Traceback" in r.stderr and "No such option" not in r.stderr

@@ -342,7 +342,7 @@ class ModelStore:
                     tmp.unlink()  # left by a crash between write and rename
                 except OSError:
                     pass
-        missing = tuple(r.name for r in self.list() if not os.path.lexists(r.path))
+        missing = tuple(r.name for r in self.list() if r.path and not os.path.lexists(r.path))
         return PruneReport(stale, orphans, missing, dry_run)
 
 

@@ -49,8 +49,8 @@ class StoredFile:
 class ModelRecord:
     name: str
     kind: str  # a key of KINDS
-    format: str  # "gguf" | "hf"
-    path: str  # the .gguf file (first part of a split model) or the HF-format folder
+    format: str = ""  # "gguf" | "hf" for the local kinds
+    path: str = ""  # the .gguf file (first part of a split model) or the HF-format folder; "" if none
     files: tuple[StoredFile, ...] = ()
     size: int = 0
     quant: str | None = None
