@@ -88,6 +88,12 @@ def test_gguf_header_with_impossible_counts(bad, counts, command):
     bad.run("models", command, str(f), expect=1, message="damaged GGUF header")
 
 
+@pytest.mark.parametrize("args", [("generate", "-m", "huge.gguf", "hi"), ("tokenize", "-m", "huge.gguf", "hi")])
+def test_impossible_counts_share_the_check_with_generate(bad, args):
+    huge_counts(bad.work / "huge.gguf", tensors=2**62)
+    bad.run(*args, expect=1, message="damaged GGUF header")
+
+
 @pytest.mark.parametrize("command", ["show", "import"])
 def test_truncated_gguf_is_refused(bad, gguf_path, command):
     f = truncated(gguf_path, bad.work / "cut.gguf")

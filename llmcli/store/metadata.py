@@ -36,8 +36,18 @@ class GgufHeader:
     file_size: int = 0
 
 
+HEAD = struct.Struct("<4sIQQ")  # magic, version, tensor count, key/value count (GGUF v2+)
+
+
 def _damaged(path: Path, why: str) -> ModelError:
     return ModelError(f"{path} has a damaged GGUF header ({why})", DAMAGED_HINT)
+
+
+def check_counts(path: Path, n_tensors: int, n_kv: int, size: int) -> None:
+    """The smallest key/value takes 13 bytes and the smallest tensor info 24: counts the file
+    cannot hold (a header claiming 2**62 tensors) are damage, found before looping over them."""
+    if n_kv * 13 + n_tensors * 24 > size - HEAD.size:
+        raise _damaged(path, f"it claims {n_tensors} tensors and {n_kv} keys, more than {size} bytes can hold")
 
 
 def read_gguf_header(path: str | Path) -> GgufHeader:
@@ -102,11 +112,7 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
                 raise ModelError(f"{path} uses GGUF version {version}, which is too old to read")
             n_tensors = u("<Q")
             n_kv = u("<Q")
-            # The smallest key/value is 13 bytes, the smallest tensor info 24: a count the file
-            # cannot hold is damage, found before looping over it.
-            if n_kv * 13 + n_tensors * 24 > size - pos:
-                raise _damaged(path, f"it claims {n_tensors} tensors and {n_kv} keys, more than "
-                                     f"{size} bytes can hold")
+            check_counts(path, n_tensors, n_kv, size)
             kv: dict = {}
             lengths: dict = {}
             for _ in range(n_kv):

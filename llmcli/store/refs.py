@@ -27,17 +27,25 @@ class ModelRef:
 
 
 def check_gguf_file(path: Path) -> None:
-    """Fail with a clear message before llama.cpp prints pages of C logs."""
+    """Fail with a clear message before llama.cpp prints pages of C logs: the magic bytes, and the
+    header's tensor and key counts against the file size (the same check `models show` makes)."""
+    from llmcli.store.metadata import HEAD, check_counts
+
     try:
         with path.open("rb") as f:
-            head = f.read(4)
+            head = f.read(HEAD.size)
+            size = os.fstat(f.fileno()).st_size
     except IsADirectoryError:
         raise ModelError(f"{path} is a directory, not a GGUF file") from None
     except OSError as e:
         raise ModelError(f"cannot read {path}: {e.strerror}") from None
-    if head != GGUF_MAGIC:
+    if head[:4] != GGUF_MAGIC:
         raise ModelError(f"{path} is not a GGUF model file (wrong magic bytes)",
                          "pass a .gguf file or a Hugging Face model folder")
+    if len(head) == HEAD.size:
+        _, version, n_tensors, n_kv = HEAD.unpack(head)
+        if version >= 2:
+            check_counts(path, n_tensors, n_kv, size)
 
 
 def _not_a_model(path: Path) -> ModelError:
