@@ -97,7 +97,7 @@ class ModelStore:
         return tuple(sorted(self.snapshot().models.values(), key=lambda r: r.name.lower()))
 
     def find(self, name: str, reg: Registry | None = None) -> ModelRecord:
-        rec = (reg or self.snapshot()).get(name)
+        rec = (reg if reg is not None else self.snapshot()).get(name)
         if rec is None:
             raise not_found(name)
         return rec

@@ -8,7 +8,7 @@ adapter files) is a new kind: a row in ``KINDS`` and, if needed, a field here.
 
 The validator is plain Python over ``json.loads`` output rather than pydantic: the schema is a
 few dozen lines, `llmcli generate` reads the registry on every run without `-m PATH`, and
-importing pydantic costs more than the whole read (see docs/architecture.md).
+importing pydantic costs far more than this module and the read (see docs/architecture.md).
 """
 
 from __future__ import annotations
