@@ -145,7 +145,7 @@ def _facts(model_format: str, opts: BackendOptions) -> dict:
 
 
 def _llama_gpu_offload() -> bool:
-    import llama_cpp  # a hard dependency, imported only here: it costs ~0.2 s
+    import llama_cpp  # a hard dependency; imported here, where it is needed
 
     try:
         return bool(llama_cpp.llama_supports_gpu_offload())
