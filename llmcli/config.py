@@ -59,7 +59,9 @@ SAMPLING_KEYS: dict[str, type] = {
     "seed": int,
 }
 GENERAL_KEYS: dict[str, type] = {"model": str, "backend": str, "device": str, "ctx": int, "threads": int,
-                                 "think": str, "dtype": str}
+                                 "think": str, "dtype": str,
+                                 # the run log (docs/logs.md): on/off, and its size cap in MB
+                                 "log": bool, "log_max_mb": float}
 
 DEFAULT_CTX_CAP = 4096  # like ollama; a model's full trained window can need many GB of KV cache
 
@@ -72,12 +74,22 @@ class Settings:
 
 
 def _coerce(name: str, kind: type, value, origin: str):
+    if kind is bool:
+        word = str(value).strip().lower() if not isinstance(value, bool) else value
+        if word in (True, "1", "true", "yes", "on"):
+            return True
+        if word in (False, "0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{origin}: {name} must be true or false, got {value!r}")
     try:
         if kind is int and isinstance(value, bool):
             raise ValueError
-        return kind(value)
+        value = kind(value)
     except (TypeError, ValueError):
         raise UsageError(f"{origin}: {name} must be {kind.__name__}, got {value!r}") from None
+    if name == "log_max_mb" and not 0 < value < float("inf"):
+        raise UsageError(f"{origin}: log_max_mb must be a number > 0, got {value!r}")
+    return value
 
 
 def parse_config(text: str, origin: str) -> Settings:

@@ -43,13 +43,15 @@ def _plural(n: int, word: str) -> str:
 class ChatSession:
     def __init__(self, backend, conv: Conversation, *, autosaver: sessions.Autosaver | None = None,
                  notify: Callable[[str], None] | None = None, background_prefill: bool = False,
-                 model_loader: Callable[[str], tuple[str, str, object]] | None = None):
+                 model_loader: Callable[[str], tuple[str, str, object]] | None = None,
+                 on_turn: Callable[["ChatSession", TurnResult], None] | None = None):
         self.backend = backend
         self.conv = conv
         self.autosaver = autosaver or sessions.Autosaver(None, enabled=False)
         self.notify = notify or (lambda _msg: None)
         self.background_prefill = background_prefill
         self.model_loader = model_loader
+        self.on_turn = on_turn  # the run log: called after each reply, must not raise
         self.last: Reply | None = None
         self.last_prompt_tokens = 0
         self._prefill_thread: threading.Thread | None = None
@@ -135,8 +137,11 @@ class ChatSession:
         self.last = reply
         self.last_prompt_tokens = len(ids)
         self.save()
+        result = TurnResult(reply, dropped, len(ids))
+        if self.on_turn is not None:
+            self.on_turn(self, result)
         self.schedule_prefill()
-        return TurnResult(reply, dropped, len(ids))
+        return result
 
     # --- background prefill --------------------------------------------------------------------
     def schedule_prefill(self) -> None:

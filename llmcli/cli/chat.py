@@ -72,6 +72,7 @@ def chat(
     allow_pickle: o.AllowPickleOpt = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     compile_: o.CompileOpt = False,
+    no_log: o.NoLogOpt = False,
     verbose: o.VerboseOpt = False,
 ) -> None:
     """Chat with a model: streamed replies, slash commands, saved conversations.
@@ -155,7 +156,7 @@ def chat(
         conv.model, conv.model_path = ref.display, str(ref.path)
         saver = sessions.Autosaver(path, enabled=not no_save)
         chat_session = ChatSession(engine, conv, autosaver=saver, notify=info, background_prefill=interactive,
-                                   model_loader=loader)
+                                   model_loader=loader, on_turn=_turn_logger(settings, no_log, ref))
         if loaded is not None:
             if interactive:
                 info(f"resumed {path.stem if path else ''}: {conv.exchanges} exchange(s)")
@@ -177,6 +178,27 @@ def chat(
             engine.close()
     if status:
         raise typer.Exit(status)
+
+
+def _turn_logger(settings, no_log: bool, ref):
+    """Each chat turn is one run-log record, written when its reply is complete."""
+    from llmcli import logs
+    from llmcli.cli.runlog import PendingLog
+
+    log = PendingLog("chat", settings, no_log=no_log)
+    if not log.enabled:
+        return None
+    first_sha256 = logs.model_sha256(ref)
+
+    def on_turn(session, result) -> None:
+        conv = session.conv
+        log.model, log.backend, log.params = conv.model, session.backend.name, conv.params.to_dict()
+        log.model_sha256 = first_sha256 if conv.model == ref.display else None  # after /model: not known cheaply
+        user = next((m.content for m in reversed(conv.messages) if m.role == "user"), None)
+        log.reply(result.reply, prompt=user, system=conv.system, conversation=session.autosaver.name)
+        log.flush()
+
+    return on_turn
 
 
 def register(app: typer.Typer) -> None:

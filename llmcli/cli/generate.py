@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from llmcli.cli import options as o
-from llmcli.errors import UsageError
+from llmcli.errors import LlmcliError, UsageError
 
 THINK_MODES = ("show", "hide", "stderr")
 
@@ -85,6 +85,7 @@ def generate(
     allow_pickle: o.AllowPickleOpt = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     compile_: o.CompileOpt = False,
+    no_log: o.NoLogOpt = False,
     verbose: o.VerboseOpt = False,
 ) -> None:
     """Generate text from a prompt and stream it to stdout.
@@ -100,6 +101,7 @@ def generate(
       llmcli generate --n 3 --seed 7 --jsonl "Name a colour"
     """
     from llmcli.backends.base import Message
+    from llmcli.cli.runlog import PendingLog
     from llmcli.config import load_settings
     from llmcli.output import NullSink, TextSink, dumps, format_stats, info
     from llmcli.streaming import run_stream, think_filter_for
@@ -115,7 +117,14 @@ def generate(
                              gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, compile=compile_)
     text = build_prompt(prompt, o.read_stdin_text())
-    ref, engine = o.load_model(model, settings, opts)
+    log = PendingLog("generate", settings, no_log=no_log, prompt=text, system=system, params=params, model=model)
+    try:
+        ref, engine = o.load_model(model, settings, opts)
+    except LlmcliError as e:
+        log.failed(e)
+        log.flush()
+        raise
+    log.loaded(ref, engine)
     try:
         prompt_text = None
         if raw or not engine.has_chat_template:
@@ -142,6 +151,7 @@ def generate(
             if stats or verbose:
                 info(format_stats(reply.stats, label=f"sample {i + 1}/{params.n}" if params.n > 1 else ""))
             record = result_record(reply, model=ref.display, backend=engine.name, index=i)
+            log.reply(reply, sample=i)
             if jsonl:
                 sys.stdout.write(dumps(record) + "\n")
                 sys.stdout.flush()
@@ -154,8 +164,12 @@ def generate(
         if json_out:
             sys.stdout.write(dumps(records[0] if params.n == 1 else records) + "\n")
             sys.stdout.flush()
+    except LlmcliError as e:
+        log.failed(e)
+        raise
     finally:
         engine.close()
+        log.flush()  # after the answer is printed; never raises
 
 
 def _isatty(stream) -> bool:

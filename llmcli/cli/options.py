@@ -45,6 +45,9 @@ CompileOpt = Annotated[bool, typer.Option(
 ThinkOpt = Annotated[Optional[str], typer.Option(
     "--think", help="Where a reasoning model's <think> text goes: show, hide or stderr. [default: stderr when "
     "stdout is not a terminal, dimmed otherwise]", rich_help_panel=OUTPUT_PANEL, show_default=False)]
+NoLogOpt = Annotated[bool, typer.Option(
+    "--no-log", help="Do not record this run in the run log (`llmcli logs`; config: log = false).",
+    rich_help_panel=OUTPUT_PANEL)]
 VerboseOpt = Annotated[bool, typer.Option(
     "-v", "--verbose", help="Explain the backend choice and show tracebacks (LLMCLI_DEBUG=1 adds the "
     "llama.cpp/transformers logs).")]
