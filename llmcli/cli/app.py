@@ -13,7 +13,9 @@ app = typer.Typer(
     name="llmcli",
     help="Run large language models locally: llama.cpp (GGUF) on CPU, PyTorch on GPU.",
     no_args_is_help=True,
-    add_completion=False,
+    # `--install-completion` / `--show-completion`; completing runs this process with
+    # _LLMCLI_COMPLETE set (docs/usage.md) and must import nothing heavy.
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain help: rich help formatting imports markdown-it and rich (~120 ms), which would
     # push `llmcli --help` past its 0.3 s budget.
@@ -57,7 +59,8 @@ def main() -> None:
 
     try:
         # Non-standalone, so Typer's usage errors reach us and get the same one-line format.
-        rv = app(standalone_mode=False)
+        # prog_name fixed, so the completion variable is _LLMCLI_COMPLETE however llmcli was started.
+        rv = app(standalone_mode=False, prog_name="llmcli")
         sys.exit(rv if isinstance(rv, int) else 0)
     except LlmcliError as e:
         if _debug():

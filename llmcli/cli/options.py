@@ -15,8 +15,37 @@ MODEL_PANEL = "Model"
 SAMPLING_PANEL = "Sampling"
 OUTPUT_PANEL = "Output"
 
+def complete_model(incomplete: str) -> list[str]:
+    """Shell completion for ``-m``: store names and aliases, then .gguf files and folders under the
+    typed path. Reads only the registry (no model library is imported); a damaged or missing
+    registry completes nothing rather than printing an error into the user's prompt."""
+    import os
+
+    from llmcli.errors import LlmcliError
+
+    out: list[str] = []
+    try:
+        from llmcli.store.modelstore import ModelStore
+
+        reg = ModelStore().snapshot()
+        out = sorted(n for n in {*reg.models, *reg.aliases} if n.startswith(incomplete))
+    except (LlmcliError, OSError):
+        pass
+    folder, _, stem = incomplete.rpartition("/")
+    if folder or incomplete.startswith((".", "~")):
+        base = os.path.expanduser(folder or ".") if folder or incomplete.startswith("~") else "."
+        try:
+            with os.scandir(base or "/") as entries:
+                for e in entries:
+                    if e.name.startswith(stem) and (e.is_dir() or e.name.lower().endswith(".gguf")):
+                        out.append(f"{folder}/{e.name}" if folder else e.name)
+        except OSError:
+            pass
+    return out
+
+
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "-m", "--model", help="A .gguf file, an HF-format folder, or a name from the store. Default: the configured "
+    "-m", "--model", autocompletion=complete_model, help="A .gguf file, an HF-format folder, or a name from the store. Default: the configured "
     "default model, else the embedded SmolLM2-135M.", rich_help_panel=MODEL_PANEL, show_default=False)]
 BackendOpt = Annotated[Optional[str], typer.Option(
     "--backend", help="auto, llama.cpp or torch.", rich_help_panel=MODEL_PANEL, show_default=False)]
