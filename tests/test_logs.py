@@ -92,7 +92,9 @@ def test_no_log_and_config_switch_leave_no_record(gguf_path, isolated_dirs):
 
 
 def test_twenty_concurrent_processes_are_all_recorded(gguf_path, isolated_dirs):
-    procs = [subprocess.Popen([sys.executable, "-m", "llmcli", "generate", "-m", str(gguf_path), *GEN,
+    # One thread each: 20 llama.cpp processes whose worker threads spin-wait on a 2-core machine
+    # otherwise take minutes for 4 tokens.
+    procs = [subprocess.Popen([sys.executable, "-m", "llmcli", "generate", "-m", str(gguf_path), *GEN, "--threads", "1",
                                "--seed", str(i), f"Say the number {i}"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for i in range(20)]
