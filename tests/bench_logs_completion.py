@@ -1,6 +1,6 @@
 """Benchmark (not a test): run-log overhead and completion latency, for docs/performance.md.
 
-    PYTHONPATH=$PWD python tests/bench_logs_completion.py [N]
+    PYTHONPATH=$PWD python tests/bench_logs_completion.py [N [M]]   # M generate pairs (default N)
 
 1. In-process cost of writing one run record (`logs.record`, which opens the database, inserts in
    one transaction, checks the size cap and closes), median of N into a log that already holds
@@ -26,7 +26,7 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def main(n: int) -> None:
+def main(n: int, m: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="llmcli-bench-"))
     env = dict(os.environ, LLMCLI_DATA_DIR=str(root / "data"), LLMCLI_CONFIG_DIR=str(root / "config"),
                LLMCLI_CACHE_DIR=str(root / "cache"))
@@ -39,13 +39,14 @@ def main(n: int) -> None:
                    params={"temperature": 0.8, "top_k": 40}, seed=1, prompt_tokens=40, completion_tokens=64,
                    timings={"generation_s": 1.0}, finish_reason="length", output="Because of Rayleigh " * 30)
     logs.record([run])  # creates the database
-    costs = []
+    costs, cpu = [], []
     for _ in range(n):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         logs.record([run])
         costs.append(time.perf_counter() - t)
-    print(f"record(): median {median_ms(costs):.2f} ms, max {max(costs) * 1000:.2f} ms over {n} "
-          f"(import llmcli.logs: {import_ms:.1f} ms once)")
+        cpu.append(time.process_time() - c)
+    print(f"record(): median {median_ms(costs):.2f} ms wall ({median_ms(cpu):.2f} ms CPU), max "
+          f"{max(costs) * 1000:.2f} ms over {n} (import llmcli.logs: {import_ms:.1f} ms once)")
 
     from llmcli.store.resolve import embedded_model_path
 
@@ -53,14 +54,14 @@ def main(n: int) -> None:
     cmd = [sys.executable, "-m", "llmcli", "generate", "-m", model, "--temperature", "0", "--max-tokens", "4",
            "--threads", "1", "--seed", "1", "Hello"]
     with_log, without = [], []
-    for i in range(n):
+    for i in range(m):
         for flags, out in (((), with_log), (("--no-log",), without)) if i % 2 == 0 else \
                 (((("--no-log",), without), ((), with_log))):
             t = time.perf_counter()
             subprocess.run(cmd + list(flags), env=env, capture_output=True, check=True)
             out.append(time.perf_counter() - t)
     print(f"generate: median {median_ms(with_log):.0f} ms logged vs {median_ms(without):.0f} ms --no-log "
-          f"(difference {median_ms(with_log) - median_ms(without):+.0f} ms) over {n} each")
+          f"(difference {median_ms(with_log) - median_ms(without):+.0f} ms) over {m} each")
 
     for name, target in (("smol-q4", model), ("smolfolder", str(Path(model).parent))):
         subprocess.run([sys.executable, "-m", "llmcli", "models", "import", target, "--as", name], env=env,
@@ -84,4 +85,5 @@ def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    main(count, int(sys.argv[2]) if len(sys.argv) > 2 else count)
