@@ -49,15 +49,18 @@ def unescape(text: str) -> str:
         "\x00", "\\")
 
 
-def _shown(value) -> str:
+def _shown(value, typed: bool = False) -> str:
+    if value is None or isinstance(value, bool) or (typed and isinstance(value, str)):
+        text = json.dumps(value, ensure_ascii=False)  # as written in TOML or JSON: true, null, "abc"
+        return text if len(text) <= 40 else text[:40] + "…"
     if isinstance(value, str):
         return value if _PLAIN.match(value) and len(value) <= 40 else repr(value[:40] + ("…" if len(value) > 40 else ""))
     text = repr(value)
     return text if len(text) <= 40 else text[:40] + "…"
 
 
-def fail(label: str, value, why: str, hint: str | None = None) -> UsageError:
-    return UsageError(f"invalid {label} {_shown(value)}: {why}", hint)
+def fail(label: str, value, why: str, hint: str | None = None, typed: bool = False) -> UsageError:
+    return UsageError(f"invalid {label} {_shown(value, typed)}: {why}", hint)
 
 
 _BACKENDS = {"auto": "auto", "llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama_cpp": "llama.cpp",
@@ -152,23 +155,25 @@ class Param:
         if value is None:
             if self.nullable:
                 return None
-            raise fail(label, value, f"must be {self.range_text}")
+            raise fail(label, value, f"must be {self.range_text}", typed=True)
         if self.kind is tuple:
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
-                    isinstance(s, str) and s for s in value):
-                raise fail(label, value, f"must be {self.range_text}")
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                raise fail(label, value, f"must be {self.range_text}", typed=True)
+            for item in value:
+                if not isinstance(item, str) or not item:
+                    raise fail(label, item, "must be a non-empty string", typed=True)
             return tuple(value)
         if self.kind is str:
             if not isinstance(value, str):
-                raise fail(label, value, f"must be {self.range_text}")
+                raise fail(label, value, f"must be {self.range_text}", typed=True)
             return self._text_choice(value, label)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 self.kind is int and not isinstance(value, int)):
-            raise fail(label, value, f"must be {self.range_text}")
+            raise fail(label, value, f"must be {self.range_text}", typed=True)
         if self.kind is float:
             value = float(value)
         if not self.contains(value):
-            raise fail(label, value, f"must be {self.range_text}{self.range_note}")
+            raise fail(label, value, f"must be {self.range_text}{self.range_note}", typed=True)
         return value
 
     def parse(self, text: str, label: str):
@@ -285,3 +290,17 @@ def check_seed_span(seed: int | None, n: int, label: str = "--seed") -> None:
     if seed is not None and seed + n - 1 > SEED_MAX:
         raise UsageError(f"invalid {label} {seed} with --n {n}: sample {n} would use seed {seed + n - 1}, above "
                          f"{SEED_MAX}", f"use a seed of at most {SEED_MAX - n + 1}")
+
+
+def markdown_table() -> str:
+    """The parameter table as docs/usage.md shows it (a test keeps the two identical)."""
+    rows = ["| parameter | flag | config key | environment | `/set` | accepts | default |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p in TABLE:
+        key = "—" if not p.in_config else f"`{p.name}`" if p.section == "general" else f"`[sampling] {p.name}`"
+        flags = ", ".join(f"`{f}`" for f in p.flags)
+        settable = f"`/set {p.name}`" if p.settable else "—"
+        accepts = p.range_text + p.range_note + (" (repeat the flag)" if p.kind is tuple else "")
+        env = f"`{p.env}`" if p.in_config else "—"
+        rows.append(f"| {p.name} | {flags} | {key} | {env} | {settable} | {accepts} | {p.default_shown} |")
+    return "\n".join(rows) + "\n"
