@@ -73,7 +73,7 @@ _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:(\d{1,4}))?)$")
 
 def _device(key: str) -> str | None:
     """"cpu" | "cuda" | "cuda:N" | "mps", or None for auto; raises ValueError otherwise."""
-    if key in ("", "auto"):
+    if key == "auto":
         return None
     key = "cuda" if key == "gpu" else key
     m = _DEVICE_RE.match(key)
@@ -96,7 +96,7 @@ class Param:
     choices: Mapping[str, str | None] | None = None  # spelling -> canonical value
     normalize: Callable[[str], str | None] | None = None  # free-form strings (device)
     choices_text: str = ""
-    nullable: bool = False  # None is a value ("none" in /set, null in a session)
+    nullable: bool = False  # None is a value: auto, or for sampling rows "none" in /set and null in a session
     short: str | None = None
     section: str = "sampling"  # config table: "sampling", or "general" for top-level keys
     settable: bool = True  # chat's /set
@@ -181,10 +181,10 @@ class Param:
         if not isinstance(text, str):
             return self.check(text, label)
         stripped = text.strip()
-        if self.nullable and stripped.lower() in (*_NONE_WORDS, ""):
-            return None
+        if self.nullable and self.section == "sampling" and stripped.lower() in _NONE_WORDS:
+            return None  # "/set seed none", LLMCLI_MAX_TOKENS=none
         if self.kind is tuple:
-            if stripped.lower() in (*_NONE_WORDS, ""):
+            if stripped.lower() in _NONE_WORDS:
                 return ()
             if stripped.startswith("["):
                 try:
@@ -203,10 +203,6 @@ class Param:
         if self.kind is float and not math.isfinite(value):
             raise fail(label, text, f"must be {self.range_text}")
         return self.check(value, label)
-
-    def accept(self, value, label: str):
-        """``parse`` for text, ``check`` for anything else."""
-        return self.parse(value, label) if isinstance(value, str) else self.check(value, label)
 
     def contains(self, value) -> bool:
         if value in self.also:

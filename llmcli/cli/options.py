@@ -1,5 +1,6 @@
-"""Options shared by several commands, so every command spells them the same way,
-and the functions that turn flags + config + env into validated values."""
+"""Options shared by several commands, generated from the parameter table (llmcli/params.py) so
+every command spells and documents them the same way, and the functions that turn flags + config +
+env into typed, validated values."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def option_type(p: P.Param, help: str | None = None):
 
 def table_options(*names: str, help: dict[str, str] | None = None):
     """Give a Typer command the table's options NAMES; the command receives them, still unparsed,
-    as one ``flags`` dict (``resolve`` parses them). A new table row reaches every command that
+    as one ``flags`` dict (``parse_flags`` turns it into typed values). A new table row reaches every command that
     lists its group (``P.SAMPLING_NAMES``, ``P.RUNTIME_NAMES``) without touching the command."""
     names = tuple(dict.fromkeys(names))
 
@@ -59,8 +60,11 @@ def table_options(*names: str, help: dict[str, str] | None = None):
     return decorate
 
 
+_ARGUMENT = type(typer.Argument())
+
+
 def _is_argument(annotation) -> bool:
-    return any(isinstance(m, type(typer.Argument())) for m in getattr(annotation, "__metadata__", ()))
+    return any(isinstance(m, _ARGUMENT) for m in getattr(annotation, "__metadata__", ()))
 
 
 ModelOpt = option_type(P.PARAMS["model"])
