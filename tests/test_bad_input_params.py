@@ -60,7 +60,10 @@ FLAG_ROWS = [
 
 @pytest.mark.parametrize("args,message", FLAG_ROWS, ids=[" ".join(a)[:60] for a, _ in FLAG_ROWS])
 def test_flag_out_of_range_is_a_usage_error(bad, args, message):
-    bad.run(*args, expect=2, message=message, input="some text\n")
+    # A configured model that does not exist: had the command resolved or loaded a model before
+    # checking its flags, the error would be "model not found" instead.
+    bad.run(*args, expect=2, message=message, input="some text\n",
+            env={"LLMCLI_MODEL": str(bad.work / "missing.gguf")})
 
 
 CONFIG_ROWS = [

@@ -208,3 +208,17 @@ def test_help_texts_come_from_the_table(cli):
         assert " ".join(p.help_text().split()) in text, p.name
     chat = " ".join(cli("chat", "--help", check=True).stdout.split())
     assert "Base seed" in chat and "--n" not in chat.replace("--no-", "")
+
+
+@pytest.mark.parametrize("name,text", [("top_k", "1.5"), ("seed", "4294967295"), ("no_repeat_ngram_size", "2.5"),
+                                       ("max_tokens", "true"), ("temperature", "nan"), ("stop", '[""]'),
+                                       ("stop", '["a", 1]'), ("threads", "4"), ("n", "2")])
+def test_chat_set_uses_the_table_and_changes_nothing_on_error(name, text):
+    c = Conversation()
+    before = c.params
+    with pytest.raises(UsageError):
+        c.set_param(name, text)
+    assert c.params == before
+    c.set_param("seed", "none")  # a new random seed
+    c.set_param("top-k", " 7 ")
+    assert c.params.top_k == 7 and c.params.seed is not None
