@@ -29,7 +29,7 @@ def bench(
     from llmcli.bench import SUITES
     from llmcli.bench.table import render_markdown
     from llmcli.config import load_settings
-    from llmcli.output import info
+    from llmcli.output import info, warn
     from llmcli.store.resolve import resolve
 
     names = suite or ["core"]
@@ -41,7 +41,7 @@ def bench(
     given = o.parse_flags({"model": model, "threads": threads})
     settings = load_settings()
     threads = o.setting(settings, given, "threads")
-    ref = resolve(given["model"], configured=settings.general.get("model"))
+    ref = resolve(given["model"], configured=settings.general.get("model"), warn=warn)
     from llmcli.backends.hardware import physical_cores
 
     info(f"machine: {platform.machine()} {platform.processor() or ''}, {physical_cores()} physical cores, "
