@@ -1,0 +1,154 @@
+"""`llmcli models search`, `llmcli models outdated` and `llmcli pull NAME --update` against the real
+local hub (tests/hub_server.py): real CLI subprocesses, real huggingface_hub requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from hub_server import (CLASSIFIER_REPO, GGUF_REPO, HF_REPO, OTHER_GGUF_REPO, PRIVATE_REPO, PRIVATE_TOKEN,
+                        HubFile, HubRepo, fake_gguf, hub, hub_server)  # noqa: F401 - fixtures
+from llmcli.store.modelstore import ModelStore
+
+Q8 = "tiny-Q8_0.gguf"
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def record(name: str):
+    return ModelStore().snapshot().models[name]
+
+
+@pytest.fixture
+def moving(hub):
+    """A repository of its own (the session hub is shared), whose branches tests may advance."""
+    files = {n: HubFile(n, None, fake_gguf(n.encode())) for n in (Q8, "tiny-Q4_K_M.gguf")}
+    files["README.md"] = HubFile("README.md", None, b"# moving\n")
+    repo = hub.add(HubRepo(f"TestOrg/moving-{uuid.uuid4().hex[:8]}-GGUF", files,
+                           {"main": uuid.uuid4().hex + "0" * 8, "v1": "c" * 40}))
+    yield repo
+    hub.state.repos.pop(repo.repo_id, None)
+
+
+def lines(out: str) -> list[str]:
+    return [ln for ln in out.splitlines() if ln.strip()]
+
+
+# ---------------------------------------------------------------- search
+
+def test_search_table_sorted_by_downloads_text_generation_only(hub):
+    r = run_cli("models", "search", "SMOL")
+    assert r.returncode == 0, r.stderr
+    rows = lines(r.stdout)
+    assert rows[0].split() == ["NAME", "DOWNLOADS", "LIKES", "FORMATS", "QUANTS"]
+    # the HF repo has more downloads; the classifier (text-classification) matches "smol" but is left out
+    assert [row.split()[0] for row in rows[1:]] == [HF_REPO, GGUF_REPO]
+    assert rows[1].split()[1:4] == ["9K", "120", "safetensors"]
+    assert rows[2].split()[1:4] == ["5K", "40", "gguf"] and "Q4_K_M, Q4_0, Q6_K, Q8_0" in rows[2]
+    assert CLASSIFIER_REPO not in r.stdout and PRIVATE_REPO not in r.stdout
+    (query,) = hub.state.list_queries
+    assert query["search"] == ["SMOL"] and query["pipeline_tag"] == ["text-generation"]
+    assert query["sort"] == ["downloads"] and query["limit"] == ["20"] and "siblings" in query["expand"]
+
+
+def test_search_gguf_json_and_limit(hub):
+    r = run_cli("models", "search", "smol", "--gguf", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"name": GGUF_REPO, "downloads": 5000, "likes": 40, "formats": ["gguf"],
+                                     "quants": ["Q4_K_M", "Q4_0", "Q6_K", "Q8_0"], "library": "gguf",
+                                     "gated": False}]
+    assert hub.state.list_queries[-1]["filter"] == ["gguf"]
+    r = run_cli("models", "search", "", "--gguf", "--limit", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [h["name"] for h in json.loads(r.stdout)] == [GGUF_REPO, OTHER_GGUF_REPO]
+    r = run_cli("models", "search", "no-such-model-anywhere")
+    assert r.returncode == 0 and r.stdout == "" and "no text-generation models match" in r.stderr
+
+
+def test_search_token_from_option_and_hf_token(hub):
+    assert PRIVATE_REPO not in run_cli("models", "search", "private").stdout
+    r = run_cli("models", "search", "private", "--token", PRIVATE_TOKEN)
+    assert r.returncode == 0 and PRIVATE_REPO in r.stdout, r.stderr
+    r = run_cli("models", "search", "private", env={"HF_TOKEN": PRIVATE_TOKEN})
+    assert r.returncode == 0 and PRIVATE_REPO in r.stdout, r.stderr
+    assert hub.state.requests(contains="/api/models?")[-1]["auth"] == f"Bearer {PRIVATE_TOKEN}"
+
+
+# ---------------------------------------------------------------- outdated + update
+
+def test_outdated_then_update_switches_record_and_frees_old_files(hub, moving):
+    repo = moving.repo_id
+    assert run_cli("pull", f"{repo}:Q8_0", "--as", "m").returncode == 0
+    assert run_cli("pull", f"{repo}:Q4_K_M", "--revision", "v1", "--as", "pinned").returncode == 0
+    r = run_cli("models", "outdated")
+    assert r.returncode == 0 and r.stdout == "" and "all 2 pulled model(s) are up to date" in r.stderr
+    assert json.loads(run_cli("models", "outdated", "--json").stdout) == []
+    hub.state.reset()
+    r = run_cli("pull", "m", "--update")
+    assert r.returncode == 0 and "m is up to date" in r.stderr and not hub.state.requests(contains="/cdn/")
+
+    old = record("m")
+    new_bytes = fake_gguf(b"retrained")
+    new_commit = moving.advance("main", {Q8: new_bytes})
+    r = run_cli("models", "outdated")
+    assert r.returncode == 0, r.stderr
+    rows = lines(r.stdout)
+    assert len(rows) == 2 and rows[1].split()[:3] == ["m", repo, "main"]
+    assert f"{old.commit[:12]} → {new_commit[:12]}" in rows[1]
+    assert "1 of 2 pulled model(s) outdated" in r.stderr
+    r = run_cli("models", "outdated", "--json")
+    assert json.loads(r.stdout) == [{"name": "m", "repo": repo, "revision": "main", "pinned": old.commit,
+                                     "current": new_commit}]
+
+    r = run_cli("pull", "m", "--update", "--dry-run")
+    assert r.returncode == 0 and new_commit[:12] in r.stdout and record("m") == old
+
+    r = run_cli("pull", "m", "--update")
+    assert r.returncode == 0, r.stderr
+    assert f"{old.commit[:12]} → {new_commit[:12]}" in r.stderr
+    new = record("m")
+    assert (new.commit, new.revision, new.quant, new.spec) == (new_commit, "main", "Q8_0", old.spec)
+    assert new.added == old.added and Path(new.path).parent.name == new_commit
+    assert sha256(new.path) == hashlib.sha256(new_bytes).hexdigest() == new.files[0].sha256
+    assert not os.path.lexists(old.path)  # the old snapshot's file is freed after the switch
+    assert record("pinned").commit == "c" * 40
+    assert run_cli("models", "verify", "m").returncode == 0
+
+    hub.state.reset()
+    r = run_cli("pull", "m", "--update", "--json")
+    assert r.returncode == 0 and "up to date" in r.stderr and json.loads(r.stdout)["commit"] == new_commit
+    assert not hub.state.requests(contains="/cdn/")
+    assert "all 2 pulled model(s) are up to date" in run_cli("models", "outdated").stderr
+
+
+def test_failed_update_keeps_old_record_and_files(hub, moving):
+    assert run_cli("pull", f"{moving.repo_id}:Q8_0", "--as", "m").returncode == 0
+    old = record("m")
+    moving.advance("main", {Q8: fake_gguf(b"v2")})
+    hub.state.corrupt.add(Q8)  # the new file arrives damaged
+    r = run_cli("pull", "m", "--update")
+    assert r.returncode == 1 and "corrupt" in r.stderr and "nothing was registered" in r.stderr
+    assert record("m") == old and sha256(old.path) == old.files[0].sha256
+
+
+def test_outdated_reports_unreachable_repo_but_lists_the_rest(hub, moving):
+    assert run_cli("pull", f"{moving.repo_id}:Q8_0", "--as", "m").returncode == 0
+    assert run_cli("pull", f"{GGUF_REPO}:Q4_0", "--as", "smol").returncode == 0
+    new = moving.advance("main", {Q8: fake_gguf(b"v2")})
+    gone = hub.state.repos.pop(GGUF_REPO)  # deleted from the hub since it was pulled
+    try:
+        r = run_cli("models", "outdated", "--json")
+    finally:
+        hub.state.repos[GGUF_REPO] = gone
+    assert r.returncode == 1
+    assert [x["current"] for x in json.loads(r.stdout)] == [new]
+    assert "warning: cannot check smol" in r.stderr and "does not exist" in r.stderr
+    assert lines(r.stderr)[-1].startswith("error: could not check 1 of 2 pulled model(s)")
