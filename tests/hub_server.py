@@ -116,14 +116,17 @@ class HubRepo:
         tags += [self.pipeline_tag] if self.pipeline_tag else []
         return list(dict.fromkeys(tags + ([f"license:{self.license}"] if self.license else [])))
 
-    def advance(self, branch: str = "main", changed: dict[str, bytes] | None = None) -> str:
+    def advance(self, branch: str = "main", changed: dict[str, bytes | None] | None = None) -> str:
         """Push a new commit to ``branch``: the files of its current commit, with ``changed`` files
-        (name -> new content) replaced or added. Older commits keep serving their own files."""
+        (name -> new content, or None to delete) replaced, added or deleted. Older commits keep serving their own files."""
         old = self.revisions[branch]
         self.history.setdefault(old, dict(self.files))
         files = dict(self.files)
         for name, data in (changed or {}).items():
-            files[name] = HubFile(name, None, data)
+            if data is None:
+                files.pop(name, None)
+            else:
+                files[name] = HubFile(name, None, data)
         new = hashlib.sha1(f"{old}:{sorted(changed or {})}:{len(self.history)}".encode()).hexdigest()
         self.history[new] = files
         self.files = files
@@ -142,6 +145,7 @@ class HubState:
         self.bytes_sent: dict[str, int] = {}
         self.use_sendfile = True
         self.list_queries: list[dict] = []  # parsed query strings of GET /api/models
+        self.api_status: int | None = None  # answer every /api/ request with this HTTP error
 
     def reset(self):
         with self.lock:
@@ -153,6 +157,7 @@ class HubState:
             self.pause.clear()
             self.bytes_sent.clear()
             self.list_queries.clear()
+            self.api_status = None
 
     def pause_half(self, filename: str) -> tuple[threading.Event, threading.Event]:
         """Serve half of ``filename``, set the first event, then wait for the second."""
@@ -229,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.is_cdn:
                 return self._cdn(path)
+            if path.startswith("/api/") and self.state.api_status:
+                return self._error(self.state.api_status, None, "Service unavailable")
             if path.rstrip("/") == "/api/models":
                 return self._list()
             if path.startswith("/api/models/"):

@@ -152,3 +152,51 @@ def test_outdated_reports_unreachable_repo_but_lists_the_rest(hub, moving):
     assert [x["current"] for x in json.loads(r.stdout)] == [new]
     assert "warning: cannot check smol" in r.stderr and "does not exist" in r.stderr
     assert lines(r.stderr)[-1].startswith("error: could not check 1 of 2 pulled model(s)")
+
+
+# ---------------------------------------------------------------- bad inputs
+
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+NOWHERE = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: nothing listens
+
+
+@pytest.mark.parametrize("args, env, expect, message", [
+    (("smol",), OFFLINE, 1, "`llmcli models search` needs the hub, but HF_HUB_OFFLINE=1"),
+    (("smol",), NOWHERE, 1, "cannot reach the hub"),
+    (("smol", "--token", "hf_wrong"), {}, 1, "rejected the token"),
+    (("smol", "--limit", "0"), {}, 2, "--limit"),
+    (("smol", "--limit", "1001"), {}, 2, "--limit"),
+    (("smol", "-n", "many"), {}, 2, "--limit"),
+])
+def test_bad_search(bad, hub, args, env, expect, message):
+    bad.run("models", "search", *args, env=env, expect=expect, message=message)
+
+
+def test_bad_search_hub_error(bad, hub):
+    hub.state.api_status = 503
+    bad.run("models", "search", "smol", expect=1, message="HTTP 503 while searching for 'smol'")
+
+
+def test_bad_outdated(bad, hub, moving):
+    assert run_cli("pull", f"{moving.repo_id}:Q8_0", "--as", "m").returncode == 0
+    bad.run("models", "outdated", env=OFFLINE, expect=1, message="`llmcli models outdated` needs the hub")
+    bad.run("models", "outdated", env=NOWHERE, expect=1, message="cannot reach the hub")
+    hub.state.api_status = 500
+    bad.run("models", "outdated", "--json", expect=1, message="HTTP 500 while checking")
+
+
+def test_bad_update(bad, hub, moving, gguf_path):
+    assert run_cli("pull", f"{moving.repo_id}:Q8_0", "--as", "m").returncode == 0
+    assert run_cli("models", "import", str(gguf_path), "--as", "mine").returncode == 0
+    before = record("m")
+    bad.run("pull", "nosuch", "--update", expect=1, message="no model named 'nosuch'")
+    bad.run("pull", "mine", "--update", expect=1, message="imported")
+    for flag in (("--as", "x"), ("--revision", "v1"), ("--format", "gguf")):
+        bad.run("pull", "m", "--update", *flag, expect=2, message=f"drop {flag[0]}")
+    bad.run("pull", "m", "--update", env=OFFLINE, expect=1, message="`llmcli pull --update` needs the hub")
+    bad.run("pull", "m", "--update", env=NOWHERE, expect=1, message="cannot reach the hub")
+    moving.advance("main", {Q8: None})  # the quant the model was pulled as is gone at the new commit
+    bad.run("pull", "m", "--update", expect=1, message=f"file '{Q8}' does not exist")
+    hub.state.api_status = 503
+    bad.run("pull", "m", "--update", expect=1, message="HTTP 503")
+    assert record("m") == before
