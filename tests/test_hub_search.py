@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -137,6 +141,33 @@ def test_failed_update_keeps_old_record_and_files(hub, moving):
     r = run_cli("pull", "m", "--update")
     assert r.returncode == 1 and "corrupt" in r.stderr and "nothing was registered" in r.stderr
     assert record("m") == old and sha256(old.path) == old.files[0].sha256
+
+
+def test_update_killed_half_way_keeps_old_record_and_files(hub, moving):
+    assert run_cli("pull", f"{moving.repo_id}:Q8_0", "--as", "m").returncode == 0
+    old = record("m")
+    # larger than huggingface_hub's 10 MB write chunk, so half of it reaches the .incomplete file
+    moving.advance("main", {Q8: fake_gguf(b"v2") + os.urandom(24 << 20)})
+    reached, release = hub.state.pause_half(Q8)
+    blobs = Path(os.environ["HF_HOME"]) / "hub" / ("models--" + moving.repo_id.replace("/", "--")) / "blobs"
+    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", "m", "--update"], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert reached.wait(60), "the server never sent half of the new file"
+        deadline = time.monotonic() + 30
+        while not any(p.stat().st_size > 0 for p in blobs.glob("*.incomplete")):
+            assert time.monotonic() < deadline, "the client wrote nothing"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert record("m") == old and sha256(old.path) == old.files[0].sha256
+    r = run_cli("pull", "m", "--update")  # the next update completes
+    assert r.returncode == 0, r.stderr
+    assert record("m").commit == moving.revisions["main"] and not os.path.lexists(old.path)
 
 
 def test_outdated_reports_unreachable_repo_but_lists_the_rest(hub, moving):
