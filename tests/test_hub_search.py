@@ -170,6 +170,43 @@ def test_update_killed_half_way_keeps_old_record_and_files(hub, moving):
     assert record("m").commit == moving.revisions["main"] and not os.path.lexists(old.path)
 
 
+def test_update_refuses_to_overwrite_a_record_changed_meanwhile(hub, moving):
+    assert run_cli("pull", f"{moving.repo_id}:Q8_0", "--as", "m").returncode == 0
+    moving.advance("main", {Q8: fake_gguf(b"v2") + os.urandom(24 << 20)})
+    reached, release = hub.state.pause_half(Q8)
+    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", "m", "--update"], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert reached.wait(60), "the server never sent half of the new file"
+        r = run_cli("pull", f"{moving.repo_id}:Q4_K_M", "--as", "m")  # another llmcli re-pulls "m" meanwhile
+        assert r.returncode == 0, r.stderr
+    finally:
+        release.set()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "'m' changed in the store during the update" in err.decode()
+    assert record("m").quant == "Q4_K_M"  # the other process's record is kept
+
+
+def test_update_hf_format_model(hub):
+    files = {n: HubFile(n, None, d) for n, d in {
+        "config.json": b'{"model_type": "llama"}', "tokenizer.json": b"{}",
+        "model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "}.items()}
+    repo = hub.add(HubRepo(f"TestOrg/moving-hf-{uuid.uuid4().hex[:8]}", files, library="transformers"))
+    try:
+        assert run_cli("pull", repo.repo_id, "--as", "hf").returncode == 0
+        old = record("hf")
+        repo.advance("main", {"config.json": b'{"model_type": "llama", "v": 2}'})
+        r = run_cli("pull", "hf", "--update")
+        assert r.returncode == 0, r.stderr
+        new = record("hf")
+        assert new.format == "hf" and new.commit == repo.revisions["main"] and Path(new.path).name == new.commit
+        assert (Path(new.path) / "config.json").read_bytes() == b'{"model_type": "llama", "v": 2}'
+        assert sorted(f.name for f in new.files) == sorted(f.name for f in old.files)
+        assert not os.path.lexists(old.path)
+    finally:
+        hub.state.repos.pop(repo.repo_id, None)
+
+
 def test_outdated_reports_unreachable_repo_but_lists_the_rest(hub, moving):
     assert run_cli("pull", f"{moving.repo_id}:Q8_0", "--as", "m").returncode == 0
     assert run_cli("pull", f"{GGUF_REPO}:Q4_0", "--as", "smol").returncode == 0
