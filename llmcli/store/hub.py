@@ -110,8 +110,10 @@ def require_online(command: str) -> None:
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        raise DownloadError(f"{command} needs the hub, but HF_HUB_OFFLINE=1 is set",
-                            f"unset HF_HUB_OFFLINE to reach the hub; {OFFLINE_HINT}")
+        # huggingface_hub also honours transformers' older variable: name the one that is set.
+        var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+        raise DownloadError(f"{command} needs the hub, but {var}={os.environ.get(var)} is set",
+                            f"unset {var} to reach the hub; {OFFLINE_HINT}")
 
 
 @contextmanager
