@@ -24,7 +24,7 @@ def complete(words: str, cword: int, shell: str = "bash") -> list[str]:
         env.update(_TYPER_COMPLETE_ARGS=words, _TYPER_COMPLETE_FISH_ACTION="get-args")
     r = subprocess.run([sys.executable, "-m", "llmcli"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    return r.stdout.splitlines()
+    return [line for line in r.stdout.splitlines() if line]  # no candidates: bash gets one empty line
 
 
 @pytest.fixture
