@@ -13,6 +13,7 @@ from llmcli.chat.commands import Command, parse
 from llmcli.chat.conversation import FORMAT_VERSION, RETRY_SEED_STRIDE, Conversation
 from llmcli.chat.fitting import Overflow, fit, reply_reserve
 from llmcli.chat.repl import read_message
+from llmcli.fileio import WriteError
 from llmcli.errors import UsageError
 
 
@@ -237,7 +238,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="No space left on device"):
         sessions.atomic_write(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]

@@ -46,6 +46,9 @@ def chat(
                                         rich_help_panel=SESSION_PANEL)] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not save this conversation automatically.",
                                           rich_help_panel=SESSION_PANEL)] = False,
+    no_commands: Annotated[bool, typer.Option("--no-commands", help="Treat every input line as a message, even one "
+                                              "starting with / (no slash commands): use it to pipe untrusted text.",
+                                              rich_help_panel=SESSION_PANEL)] = False,
     max_tokens: o.MaxTokensOpt = None,
     temperature: o.TemperatureOpt = None,
     top_k: o.TopKOpt = None,
@@ -77,7 +80,8 @@ def chat(
     """Chat with a model: streamed replies, slash commands, saved conversations.
 
     Type /help inside for the commands. Without a terminal (piped input) every input line
-    is one message and every reply one block on stdout.
+    is one message and every reply one block on stdout; a line starting with / is still a
+    command (/save, /export write files), so pipe untrusted text with --no-commands.
 
     Examples:
 
@@ -86,6 +90,8 @@ def chat(
       llmcli chat --continue
 
       printf 'Hi\\nAnd in French?\\n' | llmcli chat --temperature 0
+
+      llmcli chat --no-commands --no-save < untrusted.txt
     """
     from pathlib import Path
 
@@ -125,6 +131,8 @@ def chat(
             loaded = sessions.load(path)
     if path is None and not no_save:
         path = sessions.sessions_dir() / (sessions.new_name() + sessions.SUFFIX)
+    if path is not None and not no_save:
+        sessions.check_writable(path)  # fail before loading the model, not after the first reply
 
     params = _params(settings, loaded, flags)
     interactive = _isatty(sys.stdin) and _isatty(sys.stdout)
@@ -165,11 +173,16 @@ def chat(
         if interactive:
             where = f"saved as {saver.name}" if saver.enabled and saver.path else "not saved"
             banner = [f"llmcli chat · {ref.display} · {engine.name} · {engine.n_ctx}-token window · {where}",
-                      'Type /help for commands, """ for a multi-line message, /exit or Ctrl-D to leave.']
+                      'Type /help for commands, """ for a multi-line message, /exit or Ctrl-D to leave.'
+                      if not no_commands else
+                      'Commands are off (--no-commands): every line is sent; """ for a multi-line message, '
+                      'Ctrl-D to leave.']
             status = run_interactive(chat_session, think_mode=think_mode, markdown=markdown, show_stats=stats,
-                                     history_file=sessions.history_path(), banner=banner)
+                                     history_file=sessions.history_path(), banner=banner,
+                                     commands=not no_commands)
         else:
-            status = run_piped(chat_session, input_lines(sys.stdin), think_mode=think_mode, show_stats=stats)
+            status = run_piped(chat_session, input_lines(sys.stdin), think_mode=think_mode, show_stats=stats,
+                               commands=not no_commands)
     finally:
         if chat_session is not None:
             chat_session.close()  # closes the backend in use (it changes with /model)
