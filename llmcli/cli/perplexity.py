@@ -30,35 +30,28 @@ def _too_long(source: str) -> UsageError:
 def read_text(file: str | None) -> str:
     """The file's text, or stdin for ``-`` or no file. Invalid UTF-8 becomes U+FFFD, with a warning;
     binary data (NUL bytes) and text over MAX_TEXT_BYTES are usage errors."""
-    if file is None or file == "-":
-        text = o.read_stdin_text()
-        if text is None:
+    source = "stdin" if file is None or file == "-" else file
+    if source == "stdin":
+        data = o.read_stdin_bytes(limit=MAX_TEXT_BYTES + 1)  # bounded: more is refused anyway
+        if data is None:
             raise UsageError("no text to score", "pass a file, or pipe text on stdin: llmcli perplexity notes.txt")
-        if "\x00" in text:
-            raise _binary("stdin")
-        if len(text) > MAX_TEXT_BYTES:
-            raise _too_long("stdin")
-        return text
-    path = Path(file).expanduser()
-    try:
-        if path.stat().st_size > MAX_TEXT_BYTES:
-            raise _too_long(file)
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"file not found: {file}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{file} is a directory, not a text file") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {file}: {e.strerror}") from None
+    else:
+        path = Path(file).expanduser()
+        try:
+            if path.stat().st_size > MAX_TEXT_BYTES:
+                raise _too_long(file)
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UsageError(f"file not found: {file}") from None
+        except IsADirectoryError:
+            raise UsageError(f"{file} is a directory, not a text file") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {file}: {e.strerror}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise _too_long(source)
     if b"\x00" in data:
-        raise _binary(file)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        from llmcli.output import warn
-
-        warn(f"{file} is not valid UTF-8 (first bad byte at offset {e.start}); invalid bytes were replaced by U+FFFD")
-        return data.decode("utf-8", errors="replace")
+        raise _binary(source)
+    return o.decode_text(data, source)
 
 
 def _progress(verbose: bool):
