@@ -53,7 +53,6 @@ _HINTS = {
     errno.ENOSPC: "free some disk space",
     errno.EDQUOT: "free some disk space (quota exceeded)",
     errno.EROFS: "the filesystem is mounted read-only; choose another place",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.ENAMETOOLONG: "use a shorter name",
 }
 
@@ -61,6 +60,8 @@ _HINTS = {
 def _error(what: str, path: Path, e: OSError | str, hint: str | None = None) -> WriteError:
     if isinstance(e, OSError):
         reason = e.strerror or str(e)
+        if e.errno == errno.ENOTDIR:
+            reason = "a part of the folder path is a file, not a folder"
         hint = hint or _HINTS.get(e.errno or 0)
     else:
         reason = e

@@ -229,3 +229,18 @@ def test_perplexity_rejects_binary_input(bad, gguf_path):
     blob.write_bytes(bytes(range(256)) * 800)  # 200 KB
     bad.run("perplexity", "-m", str(gguf_path), "blob.bin", expect=2, message="binary data")
     bad.run("perplexity", "-m", str(gguf_path), input=blob.read_bytes(), expect=2, message="binary data")
+
+
+# --- a read-only registry is left alone (decision: llmcli honours a missing write bit) ----------
+
+def test_read_only_registry_is_left_alone(bad, gguf_path, isolated_dirs):
+    from conftest import run_cli
+
+    run_cli("models", "import", str(gguf_path), "--as", "smol", check=True)
+    reg = isolated_dirs / "data" / "registry.json"
+    reg.chmod(0o444)
+    before = reg.read_bytes()
+    bad.run("models", "alias", "tiny", "smol", expect=1, message="cannot write the model registry")
+    r = bad.run("generate", "-m", "smol", "--max-tokens", "2", "Hi", expect=0, stdout_ok=True)
+    assert r.stdout.strip()  # the model still runs; only its "last used" time is not recorded
+    assert reg.read_bytes() == before and stat.S_IMODE(reg.stat().st_mode) == 0o444

@@ -86,7 +86,7 @@ def _read(path: Path) -> dict:
 def atomic_write(path: Path, data: dict) -> None:
     """Write JSON atomically over ``path`` (see ``llmcli.fileio``)."""
     payload = (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-    atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload, what="the model registry")
 
 
 @contextmanager
