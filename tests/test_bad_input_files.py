@@ -136,6 +136,11 @@ def test_stdout_that_cannot_be_written(bad, gguf_path, where, needle, cmd):
     bad.run(*args, "-m", str(gguf_path), "Hello", stdout=where, expect=1, message=f"cannot write output: {needle}")
 
 
+def test_full_stdout_stops_a_piped_chat_at_once(bad, gguf_path):
+    bad.run(*chat(gguf_path), input="Hi\nAgain\nAnd again\n", stdout="full", expect=1,
+            message="cannot write output: No space left")
+
+
 def _run_into_closed_pipe(*args: str, input: bytes = b"") -> subprocess.CompletedProcess:
     """stdout is a pipe whose read end is already closed: the first write gets EPIPE."""
     r, w = os.pipe()

@@ -15,7 +15,7 @@ from pathlib import Path
 from llmcli.chat.commands import Action, Command, dispatch, parse
 from llmcli.errors import LlmcliError
 from llmcli.chat.engine import turn_stats_line
-from llmcli.output import TextSink, info, print_error, warn
+from llmcli.output import OutputError, TextSink, info, print_error, warn
 
 PROMPT = ">>> "
 CONTINUATION = "... "
@@ -138,6 +138,8 @@ def run_interactive(session, *, think_mode: str = "show", markdown: bool = False
                     run_turn(session.retry)
             else:
                 run_turn(lambda sink, t=item: session.send(t, sink))
+        except OutputError:
+            raise  # stdout is gone: no later line can be answered
         except LlmcliError as e:
             print_error(e.message, e.hint)
         except KeyboardInterrupt:
@@ -217,6 +219,8 @@ def run_piped(session, lines: Iterable[str], *, think_mode: str = "stderr", show
             if result.reply.interrupted:
                 warn(INTERRUPTED_NOTE)
                 return 130
+        except OutputError:
+            raise  # stdout is gone: no later line can be answered
         except LlmcliError as e:
             print_error(e.message, e.hint)
             errors += 1
