@@ -24,6 +24,7 @@ import datetime
 import functools
 import re
 import threading
+import time
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -180,34 +181,59 @@ def _async_exc():
     return set_exc, clear
 
 
+class _Watchdog:
+    """One daemon thread for every render: raises _Timeout into a thread whose deadline passed
+    (CPython's PyThreadState_SetAsyncExc, delivered at its next bytecode). Unlike a trace function
+    this costs nothing per template line, and arming it is a dict insert, not a thread start."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.armed: dict[int, tuple[float, int]] = {}  # token -> (deadline, thread id)
+        self.next_token = 0
+        self.thread: threading.Thread | None = None
+
+    def arm(self, seconds: float) -> int:
+        with self.cond:
+            self.next_token += 1
+            self.armed[self.next_token] = (time.monotonic() + seconds, threading.get_ident())
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="llmcli-template-watchdog", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+            return self.next_token
+
+    def disarm(self, token: int) -> None:
+        with self.cond:
+            if self.armed.pop(token, None) is None:  # it fired: drop the exception if not yet delivered
+                _async_exc()[1](threading.get_ident(), None)
+
+    def _run(self) -> None:
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, thread) in list(self.armed.items()):
+                    if deadline <= now:
+                        del self.armed[token]
+                        _async_exc()[0](thread, _Timeout)
+                soonest = min((d for d, _ in self.armed.values()), default=None)
+                self.cond.wait(None if soonest is None else max(soonest - now, 0.001))
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _Deadline:
-    """Stops the code running in this thread after ``seconds``: a timer thread raises _Timeout into
-    it (CPython's PyThreadState_SetAsyncExc, delivered at the next bytecode). Unlike a trace
-    function this costs nothing per template line, only a timer thread per render."""
+    """``with _Deadline(s):`` the code inside is stopped with _Timeout after ``s`` seconds."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self.thread = threading.get_ident()
-        self.lock = threading.Lock()
-        self.armed = True
-        self._raise, self._clear = _async_exc()
-        self.timer = threading.Timer(seconds, self._fire)
-        self.timer.daemon = True
 
     def __enter__(self):
-        self.timer.start()
+        self.token = _WATCHDOG.arm(self.seconds)
         return self
 
-    def _fire(self) -> None:
-        with self.lock:
-            if self.armed:
-                self._raise(self.thread, _Timeout)
-
     def __exit__(self, *exc):
-        self.timer.cancel()
-        with self.lock:
-            self.armed = False
-            self._clear(self.thread, None)  # a timeout set but not yet delivered is dropped
+        _WATCHDOG.disarm(self.token)
         return False
 
 
