@@ -119,6 +119,12 @@ def test_unwritable_data_dir(bad, gguf_path, tmp_path):
         d.chmod(0o755)
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs, where nobody may create folders")
+def test_data_dir_where_no_folder_can_be_made(bad, gguf_path):
+    bad.run("chat", "-m", str(gguf_path), input="Hi\n", env={"LLMCLI_DATA_DIR": "/sys/llmcli-test-data"}, expect=1,
+            message="cannot create the sessions folder")
+
+
 def test_failed_first_message_leaves_no_session_to_continue(bad, gguf_path, isolated_dirs):
     # the message cannot fit a 256-token window: it fails before any reply
     bad.run("chat", "-m", str(gguf_path), "--ctx", "256", input="word " * 400 + "\n", expect=1,
