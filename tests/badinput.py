@@ -62,18 +62,32 @@ class BadInput:
 
     def run(self, *args: str, expect: int, input: bytes | str | None = None, env: dict | None = None,
             stdout_ok: bool = False, may_change: tuple[str, ...] = (), timeout: float = 300,
-            message: str | None = None) -> Result:
+            message: str | None = None, stdout: str | None = None, prefix: tuple[str, ...] = ()) -> Result:
         """Run the CLI; assert a clean failure with exit status ``expect``; return the result.
 
-        ``message``: a substring the one error line must contain (case-insensitive)."""
+        ``message``: a substring the one error line must contain (case-insensitive).
+        ``stdout``: None captures it; "closed" starts the CLI with descriptor 1 closed (``>&-``);
+        "full" points it at /dev/full (``>/dev/full``). ``prefix``: a command the CLI runs under
+        (e.g. ``setpriv …`` to drop root's permission override)."""
         before = snapshot(self.work)
         full_env = dict(os.environ)
         full_env.update(env or {})
         if isinstance(input, str):
             input = input.encode()
-        proc = subprocess.run([sys.executable, "-m", "llmcli", *args], input=input if input is not None else b"",
-                              capture_output=True, env=full_env, timeout=timeout, cwd=self.work)
-        r = Result(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+        out, preexec = subprocess.PIPE, None
+        if stdout == "full":
+            out = open("/dev/full", "wb")
+        elif stdout == "closed":
+            out, preexec = subprocess.DEVNULL, (lambda: os.close(1))
+        try:
+            proc = subprocess.run([*prefix, sys.executable, "-m", "llmcli", *args], input=input if input is not None else b"",
+                                  stdout=out, stderr=subprocess.PIPE, env=full_env, timeout=timeout, cwd=self.work,
+                                  preexec_fn=preexec)
+        finally:
+            if stdout == "full":
+                out.close()
+        r = Result(proc.returncode, (proc.stdout or b"").decode("utf-8", "replace"),
+                   proc.stderr.decode("utf-8", "replace"))
         after = snapshot(self.work)
         where = f"args={args!r}\nexit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
         assert r.returncode == expect, where

@@ -70,7 +70,7 @@ def test_conversation_multiline_and_every_command(gguf_path, tmp_path, isolated_
         c.send("second\r")
         c.expect(r"finish: (stop|length)")
         c.expect_exact(PROMPT)
-        command(c, "/help", r"/export FILE\.md")
+        command(c, "/help", r"/export\[!\] FILE\.md")
         command(c, "/set", r"temperature = 0\.0")
         command(c, "/set temperature 0.2", r"set temperature = 0\.2")
         command(c, "/set temperature hot", r"invalid value for temperature")

@@ -13,6 +13,7 @@ from llmcli.chat.commands import Command, parse
 from llmcli.chat.conversation import FORMAT_VERSION, RETRY_SEED_STRIDE, Conversation
 from llmcli.chat.fitting import Overflow, fit, reply_reserve
 from llmcli.chat.repl import read_message
+from llmcli.fileio import WriteError
 from llmcli.errors import UsageError
 
 
@@ -237,7 +238,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="No space left on device"):
         sessions.atomic_write(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
@@ -253,3 +254,26 @@ def test_autosaver_writes_nothing_for_an_empty_conversation(tmp_path):
     assert json.loads(path.read_text())["messages"][0]["content"] == "q0"
     sessions.Autosaver(tmp_path / "off.json", enabled=False).save(c)
     assert not (tmp_path / "off.json").exists()
+
+
+def test_force_form_of_writing_commands():
+    assert parse("/save! ./x.json") == Command("save", "./x.json", force=True)
+    assert parse("/export! t.md") == Command("export", "t.md", force=True)
+    assert parse("/save x") == Command("save", "x")
+    assert parse("/load! x").name == "load!"  # only commands that write have a force form
+
+
+def test_autosaver_removes_a_file_it_created_when_the_conversation_empties(tmp_path):
+    path = tmp_path / "s.json"
+    saver = sessions.Autosaver(path)
+    c = conv_with(1)
+    saver.save(c)
+    assert path.exists()
+    c.messages.clear()
+    saver.save(c)
+    assert not path.exists()
+    resumed = tmp_path / "old.json"
+    sessions.save(resumed, conv_with(1))
+    other = sessions.Autosaver(resumed)  # a file it did not create is kept, even emptied
+    other.save(Conversation())
+    assert resumed.exists() and json.loads(resumed.read_text())["messages"] == []

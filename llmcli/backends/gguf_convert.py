@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmcli.errors import ModelError
+from llmcli.fileio import WriteError, atomic_write
 
 FORMAT_VERSION = 1  # bump when the conversion output changes: older folders become stale
 MANIFEST = "llmcli-conversion.json"
@@ -217,7 +218,7 @@ def ensure_converted(gguf: Path, cache: Path, *, notify: Callable[[str], None], 
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "transformers": _transformers_version(),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n", what="the conversion manifest")
         try:
             os.rename(tmp, final)
         except OSError:
@@ -238,11 +239,9 @@ def _remember_source(d: Path, gguf: Path) -> None:
         data = json.loads(m.read_text(encoding="utf-8"))
         if data.get("source") != str(gguf):
             data["source"] = str(gguf)
-            tmp = m.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, m)
-    except (OSError, ValueError):
-        pass
+            atomic_write(m, json.dumps(data, indent=2) + "\n", what="the conversion manifest")
+    except (OSError, ValueError, WriteError):
+        pass  # bookkeeping only: at worst `cache list` calls the conversion stale later
 
 
 def _transformers_version() -> str:

@@ -1,6 +1,7 @@
 """Slash commands: parsing, and dispatch onto a ChatSession returning what the loop does next.
 
-A line starting with ``/`` is a command; ``//text`` sends ``/text`` as a message."""
+A line starting with ``/`` is a command; ``//text`` sends ``/text`` as a message. Commands that
+write a file take a ``!`` (``/save!``, ``/export!``) to replace a file llmcli did not write."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from llmcli.params import SETTABLE
 class Command:
     name: str
     arg: str = ""
+    force: bool = False  # "/save! PATH": replace an existing file that is not llmcli's
 
+
+FORCEABLE = ("save", "export")
 
 # name -> (usage, help); the order is the /help order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,9 +31,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retry": ("/retry", "generate the last reply again"),
     "stats": ("/stats", "context used / window, last reply tokens/s and time to first token"),
     "context": ("/context", "tokens used / window and what would be dropped next"),
-    "save": ("/save NAME|FILE.json", "save the conversation (a bare name goes to the sessions folder)"),
+    "save": ("/save[!] NAME|FILE.json", "save the conversation (a bare name goes to the sessions folder); "
+             "replaces only a saved conversation, /save! any regular file"),
     "load": ("/load NAME|FILE.json", "load a saved conversation"),
-    "export": ("/export FILE.md", "write a readable Markdown transcript"),
+    "export": ("/export[!] FILE.md", "write a readable Markdown transcript; replaces only an earlier "
+               "transcript, /export! any regular file"),
     "clear": ("/clear", "start a new conversation with the same model (the old one stays saved)"),
     "model": ("/model [NAME]", "switch to another model (a store name or a path); alone: show the current one"),
     "exit": ("/exit", "leave (also Ctrl-D)"),
@@ -41,6 +47,7 @@ HELP_FOOTER = [
     "Alt-Enter (or Esc then Enter) inserts a newline.",
     "Ctrl-C stops a reply (the partial reply is kept, marked as interrupted); Ctrl-D exits.",
     "A message starting with / is sent by typing // instead.",
+    "Files are never written through symlinks, onto folders or devices, or into folders that do not exist.",
 ]
 
 
@@ -54,7 +61,10 @@ def parse(line: str) -> Command | str:
             head, _, rest = head.partition("\n")
             arg = rest + (" " + arg if arg else "")
         name = head.lower()
-        return Command(ALIASES.get(name, name), arg.strip())
+        name = ALIASES.get(name, name)
+        if name.endswith("!") and name[:-1] in FORCEABLE:
+            return Command(name[:-1], arg.strip(), force=True)
+        return Command(name, arg.strip())
     return line
 
 
@@ -114,7 +124,7 @@ def dispatch(cmd: Command, session) -> Outcome:
     if name == "save":
         path = sessions.target_path(_need(arg, "/save NAME or /save FILE.json"))
         session.wait_prefill()
-        sessions.save(path, conv)
+        sessions.save(path, conv, force=cmd.force)
         return Outcome(lines=[f"saved to {path}"])
     if name == "load":
         path = sessions.target_path(_need(arg, "/load NAME or /load FILE.json"))
@@ -135,10 +145,7 @@ def dispatch(cmd: Command, session) -> Outcome:
         from pathlib import Path
 
         path = Path(_need(arg, "/export FILE.md")).expanduser()
-        try:
-            sessions.atomic_write(path, conv.to_markdown())
-        except OSError as e:
-            raise sessions.SessionError(f"cannot write {path}: {e.strerror or e}") from None
+        sessions.export(path, conv, force=cmd.force)
         return Outcome(lines=[f"transcript written to {path}"])
     if name == "clear":
         target = None

@@ -2,7 +2,8 @@
 input) and piped (no terminal: one message per input line, replies on stdout, nothing else).
 
 Both read *messages* with the same rule: a line starting with \"\"\" opens a multi-line
-message that ends at a line ending with \"\"\"; a line starting with / is a command.
+message that ends at a line ending with \"\"\"; a line starting with / is a command, unless
+commands are off (``chat --no-commands``, for untrusted input: every message is sent as is).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from llmcli.chat.commands import Action, Command, dispatch, parse
 from llmcli.errors import LlmcliError
 from llmcli.chat.engine import turn_stats_line
-from llmcli.output import TextSink, info, print_error, warn
+from llmcli.output import OutputError, TextSink, info, print_error, warn
 
 PROMPT = ">>> "
 CONTINUATION = "... "
@@ -24,9 +25,13 @@ INTERRUPTED_NOTE = "interrupted: the partial reply is kept in the conversation, 
                    "(/retry regenerates it, /undo drops it)"
 
 
+class UnfinishedBlock(EOFError):
+    """The input ended inside a \"\"\" block (the block is not sent)."""
+
+
 def read_message(next_line: Callable[[str], str]) -> str:
     """One message: a line, or a \"\"\" block. ``next_line(prompt)`` raises EOFError at the end
-    of input (inside an unfinished block too: the block is discarded)."""
+    of input; inside an unfinished block that becomes UnfinishedBlock (the block is not sent)."""
     first = next_line(PROMPT)
     stripped = first.lstrip()
     if not stripped.startswith(FENCE):
@@ -36,7 +41,10 @@ def read_message(next_line: Callable[[str], str]) -> str:
         return rest.rstrip()[: -len(FENCE)].strip("\n")
     parts = [rest] if rest.strip() else []
     while True:
-        line = next_line(CONTINUATION)
+        try:
+            line = next_line(CONTINUATION)
+        except EOFError:
+            raise UnfinishedBlock() from None
         if line.rstrip().endswith(FENCE):
             tail = line.rstrip()[: -len(FENCE)]
             if tail:
@@ -85,7 +93,8 @@ def _prompt_session(history_file: Path | None):
 
 
 def run_interactive(session, *, think_mode: str = "show", markdown: bool = False, show_stats: bool = False,
-                    history_file: Path | None = None, banner: list[str] | None = None) -> int:
+                    history_file: Path | None = None, banner: list[str] | None = None,
+                    commands: bool = True) -> int:
     """The REPL. Returns the exit status (0: /exit or Ctrl-D)."""
     ps = _prompt_session(history_file)
     _print_lines(banner or [])
@@ -118,7 +127,7 @@ def run_interactive(session, *, think_mode: str = "show", markdown: bool = False
             break
         if not text.strip():
             continue
-        item = parse(text)
+        item = parse(text) if commands else text
         try:
             if isinstance(item, Command):
                 outcome = dispatch(item, session)
@@ -129,6 +138,8 @@ def run_interactive(session, *, think_mode: str = "show", markdown: bool = False
                     run_turn(session.retry)
             else:
                 run_turn(lambda sink, t=item: session.send(t, sink))
+        except OutputError:
+            raise  # stdout is gone: no later line can be answered
         except LlmcliError as e:
             print_error(e.message, e.hint)
         except KeyboardInterrupt:
@@ -160,9 +171,11 @@ def input_lines(stream) -> Iterator[str]:
         yield line.rstrip("\r\n")
 
 
-def run_piped(session, lines: Iterable[str], *, think_mode: str = "stderr", show_stats: bool = False) -> int:
+def run_piped(session, lines: Iterable[str], *, think_mode: str = "stderr", show_stats: bool = False,
+              commands: bool = True) -> int:
     """One message per line (or \"\"\" block), each reply on stdout followed by a newline; no
-    prompts, no colour, no banner. Returns 0, 1 (some line failed) or 130 (Ctrl-C)."""
+    prompts, no colour, no banner. Returns 0, 1 (some line failed, or the input ended inside a
+    \"\"\" block, which is then not sent) or 130 (Ctrl-C)."""
     it = iter(lines)
 
     def next_line(_prompt: str) -> str:
@@ -175,13 +188,18 @@ def run_piped(session, lines: Iterable[str], *, think_mode: str = "stderr", show
     while True:
         try:
             text = read_message(next_line)
+        except UnfinishedBlock:
+            print_error('the input ended inside a """ block; that message was not sent',
+                        'end the block with a line ending in """')
+            errors += 1
+            break
         except EOFError:
             break
         except KeyboardInterrupt:
             return 130
         if not text.strip():
             continue
-        item = parse(text)
+        item = parse(text) if commands else text
         try:
             if isinstance(item, Command):
                 outcome = dispatch(item, session)
@@ -201,6 +219,8 @@ def run_piped(session, lines: Iterable[str], *, think_mode: str = "stderr", show
             if result.reply.interrupted:
                 warn(INTERRUPTED_NOTE)
                 return 130
+        except OutputError:
+            raise  # stdout is gone: no later line can be answered
         except LlmcliError as e:
             print_error(e.message, e.hint)
             errors += 1

@@ -55,30 +55,31 @@ def _debug() -> bool:
 
 def main() -> None:
     from llmcli.errors import LlmcliError
-    from llmcli.output import print_error
+    from llmcli.output import OutputClosed, OutputError, guard_stdio, print_error, silence_stdout
 
+    guard_stdio()
     try:
         # Non-standalone, so Typer's usage errors reach us and get the same one-line format.
         # prog_name fixed, so the completion variable is _LLMCLI_COMPLETE however llmcli was started.
         rv = app(standalone_mode=False, prog_name="llmcli")
+        sys.stdout.flush()  # a late write error (>/dev/full) is reported here, not at interpreter exit
         sys.exit(rv if isinstance(rv, int) else 0)
+    except OutputClosed:
+        # `llmcli generate … | head -1`: the reader left; that is not an error (pipefail-safe exit 0).
+        silence_stdout()
+        sys.exit(0)
     except LlmcliError as e:
         if _debug():
             import traceback
 
             traceback.print_exc()
+        if isinstance(e, OutputError):
+            silence_stdout()
         print_error(e.message, e.hint)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         sys.exit(130)
-    except BrokenPipeError:
-        # `llmcli generate … | head -1`: the reader left; that is not an error.
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        sys.exit(0)
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001
@@ -89,8 +90,9 @@ def main() -> None:
                 if ctx is not None:
                     try:
                         print(ctx.get_help())
-                    except BrokenPipeError:
-                        sys.stdout = open(os.devnull, "w")
+                        sys.stdout.flush()
+                    except (OutputClosed, OutputError):
+                        silence_stdout()
                 sys.exit(0)
             where = f"{ctx.command_path} --help" if ctx is not None else "llmcli --help"
             print_error(e.format_message(), f"see '{where}'")

@@ -38,6 +38,9 @@ def chat(
                                         rich_help_panel=SESSION_PANEL)] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not save this conversation automatically.",
                                           rich_help_panel=SESSION_PANEL)] = False,
+    no_commands: Annotated[bool, typer.Option("--no-commands", help="Treat every input line as a message, even one "
+                                              "starting with / (no slash commands): use it to pipe untrusted text.",
+                                              rich_help_panel=SESSION_PANEL)] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Render finished replies as Markdown (terminal only).",
                                            rich_help_panel=o.OUTPUT_PANEL)] = False,
     stats: Annotated[bool, typer.Option("--stats", help="After each reply, print token counts (prompt tokens "
@@ -53,7 +56,8 @@ def chat(
     """Chat with a model: streamed replies, slash commands, saved conversations.
 
     Type /help inside for the commands. Without a terminal (piped input) every input line
-    is one message and every reply one block on stdout.
+    is one message and every reply one block on stdout; a line starting with / is still a
+    command (/save, /export write files), so pipe untrusted text with --no-commands.
 
     Examples:
 
@@ -62,6 +66,8 @@ def chat(
       llmcli chat --continue
 
       printf 'Hi\\nAnd in French?\\n' | llmcli chat --temperature 0
+
+      llmcli chat --no-commands --no-save < untrusted.txt
     """
     from pathlib import Path
 
@@ -106,6 +112,8 @@ def chat(
             loaded = sessions.load(path)
     if path is None and not no_save:
         path = sessions.sessions_dir() / (sessions.new_name() + sessions.SUFFIX)
+    if path is not None and not no_save:
+        sessions.check_writable(path)  # fail before loading the model, not after the first reply
 
     if loaded is not None:
         # defaults < config < env < the saved conversation's parameters < flags
@@ -144,11 +152,16 @@ def chat(
         if interactive:
             where = f"saved as {saver.name}" if saver.enabled and saver.path else "not saved"
             banner = [f"llmcli chat · {ref.display} · {engine.name} · {engine.n_ctx}-token window · {where}",
-                      'Type /help for commands, """ for a multi-line message, /exit or Ctrl-D to leave.']
+                      'Type /help for commands, """ for a multi-line message, /exit or Ctrl-D to leave.'
+                      if not no_commands else
+                      'Commands are off (--no-commands): every line is sent; """ for a multi-line message, '
+                      'Ctrl-D to leave.']
             status = run_interactive(chat_session, think_mode=think_mode, markdown=markdown, show_stats=stats,
-                                     history_file=sessions.history_path(), banner=banner)
+                                     history_file=sessions.history_path(), banner=banner,
+                                     commands=not no_commands)
         else:
-            status = run_piped(chat_session, input_lines(sys.stdin), think_mode=think_mode, show_stats=stats)
+            status = run_piped(chat_session, input_lines(sys.stdin), think_mode=think_mode, show_stats=stats,
+                               commands=not no_commands)
     finally:
         if chat_session is not None:
             chat_session.close()  # closes the backend in use (it changes with /model)

@@ -177,11 +177,9 @@ def _debug_env() -> bool:
     return os.environ.get("LLMCLI_DEBUG", "") not in ("", "0")
 
 
-def read_stdin_text() -> str | None:
-    """Piped stdin as text, or None when stdin is a terminal or absent.
-
-    Invalid UTF-8 is not fatal (think `git diff` of a Latin-1 file): the bad bytes
-    become U+FFFD and a warning says so on stderr."""
+def read_stdin_bytes(limit: int = -1) -> bytes | None:
+    """Piped stdin as bytes (at most ``limit`` when given), or None when stdin is a terminal,
+    absent or empty."""
     stream = sys.stdin
     if stream is None or stream.closed:
         return None
@@ -190,16 +188,26 @@ def read_stdin_text() -> str | None:
             return None
     except ValueError:
         return None
-    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
-    if not data:
-        return None
+    data = stream.buffer.read(limit) if hasattr(stream, "buffer") else stream.read(limit).encode()
+    return data or None
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text; invalid UTF-8 is not fatal (think `git diff` of a Latin-1 file): the bad bytes
+    become U+FFFD and a warning naming ``source`` says so on stderr."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         from llmcli.output import warn
 
-        warn(f"stdin is not valid UTF-8 (first bad byte at offset {e.start}); invalid bytes were replaced by U+FFFD")
+        warn(f"{source} is not valid UTF-8 (first bad byte at offset {e.start}); invalid bytes were replaced by U+FFFD")
         return data.decode("utf-8", errors="replace")
+
+
+def read_stdin_text() -> str | None:
+    """Piped stdin as text (see ``decode_text``), or None when stdin is a terminal or absent."""
+    data = read_stdin_bytes()
+    return None if data is None else decode_text(data, "stdin")
 
 
 def load_model(model: str | None, settings, opts):

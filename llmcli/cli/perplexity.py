@@ -13,31 +13,69 @@ from llmcli.cli import options as o
 from llmcli.errors import UsageError
 
 DEFAULT_WINDOW = 512  # like llama-perplexity's default -c
+MAX_TEXT_BYTES = 16 * 1024 * 1024  # ~4M tokens: hours on a CPU; the token list stays a few hundred MB
+PROGRESS_EVERY = 2.0  # seconds between progress lines on stderr
+
+
+def _binary(source: str) -> UsageError:
+    # Binary data scores as a meaningless stream of byte tokens for minutes: refuse it.
+    return UsageError(f"{source} is binary data, not text (it contains NUL bytes)",
+                      "perplexity scores UTF-8 text; convert the file first")
+
+
+def _too_long(source: str) -> UsageError:
+    return UsageError(f"{source} is too long: more than {MAX_TEXT_BYTES // 2**20} MiB of text",
+                      "score a part of it (e.g. head -c 1M FILE | llmcli perplexity)")
 
 
 def read_text(file: str | None) -> str:
-    """The file's text, or stdin for ``-`` or no file. Invalid UTF-8 becomes U+FFFD, with a warning."""
-    if file is None or file == "-":
-        text = o.read_stdin_text()
-        if text is None:
+    """The file's text, or stdin for ``-`` or no file. Invalid UTF-8 becomes U+FFFD, with a warning;
+    binary data (NUL bytes) and text over MAX_TEXT_BYTES are usage errors."""
+    source = "stdin" if file is None or file == "-" else file
+    if source == "stdin":
+        data = o.read_stdin_bytes(limit=MAX_TEXT_BYTES + 1)  # bounded: more is refused anyway
+        if data is None:
             raise UsageError("no text to score", "pass a file, or pipe text on stdin: llmcli perplexity notes.txt")
-        return text
-    path = Path(file).expanduser()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"file not found: {file}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{file} is a directory, not a text file") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {file}: {e.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        from llmcli.output import warn
+    else:
+        path = Path(file).expanduser()
+        try:
+            if path.stat().st_size > MAX_TEXT_BYTES:
+                raise _too_long(file)
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UsageError(f"file not found: {file}") from None
+        except IsADirectoryError:
+            raise UsageError(f"{file} is a directory, not a text file") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {file}: {e.strerror}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise _too_long(source)
+    if b"\x00" in data:
+        raise _binary(source)
+    return o.decode_text(data, source)
 
-        warn(f"{file} is not valid UTF-8 (first bad byte at offset {e.start}); invalid bytes were replaced by U+FFFD")
-        return data.decode("utf-8", errors="replace")
+
+def _progress(verbose: bool):
+    """Every window with -v; otherwise a line every PROGRESS_EVERY seconds, so a long text shows
+    that it is moving (short ones print nothing)."""
+    import time
+
+    from llmcli.output import info
+
+    start = last = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if not verbose and (now - last < PROGRESS_EVERY or done == total):
+            return
+        last = now
+        elapsed = now - start
+        left = elapsed / done * (total - done)
+        info(f"perplexity: window {done}/{total} ({100 * done // total} %), {elapsed:.0f} s elapsed, "
+             f"about {left:.0f} s left")
+
+    return report
 
 
 WINDOW = P.Param("ctx", int, "Window size in tokens, capped at the model's context.", DEFAULT_WINDOW, lo=2,
@@ -72,7 +110,7 @@ def perplexity(
       cat notes.txt | llmcli perplexity --backend torch --json
     """
     from llmcli.config import load_settings
-    from llmcli.output import dumps, info
+    from llmcli.output import dumps
     from llmcli.perplexity import score
 
     window = WINDOW.parse(ctx, WINDOW.flag) if ctx is not None else DEFAULT_WINDOW
@@ -89,11 +127,7 @@ def perplexity(
         if step > window:
             raise UsageError(f"invalid --stride {step}: larger than the window ({window} tokens)")
         ids = engine.tokenize(text, add_special=True, parse_special=False)
-        progress = None
-        if verbose:
-            def progress(done: int, total: int) -> None:
-                info(f"window {done}/{total}")
-        result = score(engine, ids, ctx=window, stride=step, progress=progress)
+        result = score(engine, ids, ctx=window, stride=step, progress=_progress(verbose))
     finally:
         engine.close()
     if json_out:

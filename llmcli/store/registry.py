@@ -97,7 +97,7 @@ def transaction():
     """``with transaction() as draft: ...`` changes the registry; written back atomically on success.
 
     A damaged registry fails here, before any change, and is left as it is."""
-    from llmcli.fileio import atomic_write_bytes
+    from llmcli.fileio import atomic_write
 
     path = registry_path()
     read(path, for_write=True)  # a damaged or unreachable registry fails before a lock file is made
@@ -107,7 +107,5 @@ def transaction():
         yield draft
         after = draft.snapshot()
         if after != before:
-            try:
-                atomic_write_bytes(path, _encode(after))
-            except OSError as e:
-                raise _write_error(path, e) from None
+            # WriteError: "cannot write the model registry …: <reason>"; a read-only file is left alone
+            atomic_write(path, _encode(after), what="the model registry")
