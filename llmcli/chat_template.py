@@ -12,7 +12,13 @@ import datetime
 from collections.abc import Sequence
 from functools import cached_property
 
-from llmcli.errors import ModelError
+from llmcli.errors import ModelError, UsageError
+
+# How families expose a reasoning switch: a boolean (Qwen3 and others: enable_thinking; DeepSeek V3.1:
+# thinking) or an effort level (gpt-oss: reasoning_effort).
+SWITCH_VARIABLES = ("enable_thinking", "thinking")
+EFFORT_VARIABLE = "reasoning_effort"
+EFFORTS = ("low", "medium", "high")
 
 
 def _raise_exception(message: str):
@@ -32,8 +38,7 @@ class ChatTemplate:
         self.eos_token = eos_token
 
     @cached_property
-    def _compiled(self):
-        from jinja2.exceptions import TemplateError
+    def _env(self):
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         # HF templates rely on trim_blocks/lstrip_blocks and loopcontrols (transformers does the same).
@@ -42,11 +47,48 @@ class ChatTemplate:
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         env.filters["tojson"] = _tojson
+        return env
+
+    @cached_property
+    def _compiled(self):
+        from jinja2.exceptions import TemplateError
+
         try:
-            return env.from_string(self.source)
+            return self._env.from_string(self.source)
         except TemplateError as e:
             raise ModelError(f"the model's chat template does not compile: {e}",
                              "use --raw to send text without the template") from None
+
+    @cached_property
+    def variables(self) -> frozenset[str]:
+        """The names the template reads from its context (jinja2's own analysis of the source)."""
+        from jinja2 import meta
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return frozenset(meta.find_undeclared_variables(self._env.parse(self.source)))
+        except TemplateError as e:
+            raise ModelError(f"the model's chat template does not compile: {e}",
+                             "use --raw to send text without the template") from None
+
+    def reasoning_vars(self, mode: str | None) -> dict:
+        """The template variables that give ``--reasoning MODE`` (on, off, low, medium, high; None =
+        the template's default), or a UsageError when this template has no such switch."""
+        if mode is None:
+            return {}
+        names = self.variables
+        switch = next((v for v in SWITCH_VARIABLES if v in names), None)
+        if mode in EFFORTS and EFFORT_VARIABLE in names:
+            return {EFFORT_VARIABLE: mode, **({switch: True} if switch else {})}
+        if mode in ("on", "off") and switch:
+            return {switch: mode == "on"}
+        if mode == "on" and EFFORT_VARIABLE in names:
+            return {}  # effort-only templates always reason
+        has = (f"only {switch} (on/off)" if switch else f"only {EFFORT_VARIABLE} (low/medium/high)"
+               if EFFORT_VARIABLE in names else f"no reasoning switch (none of {', '.join(SWITCH_VARIABLES)}, "
+               f"{EFFORT_VARIABLE})")
+        raise UsageError(f"--reasoning {mode}: the model's chat template has {has}",
+                         "drop --reasoning (or /set reasoning none), or use a mode the template supports")
 
     def render(self, messages: Sequence, *, add_generation_prompt: bool = True, **extra) -> str:
         from jinja2.exceptions import SecurityError, TemplateError

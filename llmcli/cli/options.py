@@ -14,6 +14,7 @@ import typer
 
 from llmcli import params as P
 from llmcli.backends.base import SamplingParams
+from llmcli.errors import UsageError
 
 MODEL_PANEL = P.MODEL
 SAMPLING_PANEL = P.SAMPLING
@@ -94,7 +95,7 @@ def parse_flags(flags: dict) -> dict:
         if value is None:
             out[name] = None
         elif p.kind is tuple:
-            out[name] = p.check(tuple(unescape(s) for s in value), p.flag)
+            out[name] = p.check(tuple(unescape(s) if p.escapes else s for s in value), p.flag)
         else:
             out[name] = p.parse(value, p.flag)
     return out
@@ -141,11 +142,8 @@ def _debug_env() -> bool:
     return os.environ.get("LLMCLI_DEBUG", "") not in ("", "0")
 
 
-def read_stdin_text() -> str | None:
-    """Piped stdin as text, or None when stdin is a terminal or absent.
-
-    Invalid UTF-8 is not fatal (think `git diff` of a Latin-1 file): the bad bytes
-    become U+FFFD and a warning says so on stderr."""
+def _stdin_bytes() -> bytes | None:
+    """Piped stdin, or None when stdin is a terminal or absent."""
     stream = sys.stdin
     if stream is None or stream.closed:
         return None
@@ -154,7 +152,15 @@ def read_stdin_text() -> str | None:
             return None
     except ValueError:
         return None
-    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
+    return stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
+
+
+def read_stdin_text() -> str | None:
+    """Piped stdin as text, or None when stdin is a terminal or absent.
+
+    Invalid UTF-8 is not fatal (think `git diff` of a Latin-1 file): the bad bytes
+    become U+FFFD and a warning says so on stderr."""
+    data = _stdin_bytes()
     if not data:
         return None
     try:
@@ -164,6 +170,20 @@ def read_stdin_text() -> str | None:
 
         warn(f"stdin is not valid UTF-8 (first bad byte at offset {e.start}); invalid bytes were replaced by U+FFFD")
         return data.decode("utf-8", errors="replace")
+
+
+def read_inputs(paths: tuple[str, ...], *, stdin: bool = True):
+    """The -f files (in order; "-" is stdin, allowed once) and, unless a file took it, piped stdin
+    text. The only place -f paths are read: afterwards commands hold Attachment values."""
+    from llmcli.attachments import read_file
+
+    if paths.count("-") > 1:
+        raise UsageError("-f - (stdin) was given more than once", "stdin can be read once")
+    if "-" in paths and not stdin:
+        raise UsageError("-f - (stdin) cannot be used here: stdin carries the messages",
+                         "give a file path, or use /file in the chat")
+    files = [read_file(p, lambda: _stdin_bytes() or b"") for p in paths]
+    return files, (read_stdin_text() if stdin and "-" not in paths else None)
 
 
 def load_model(model: str | None, settings, opts):
