@@ -66,12 +66,8 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
             if first_at is None:
                 first_at = time.perf_counter()
             in_thinking = think.thinking
-            if ev.token_id >= 0:
-                ids.append(ev.token_id)
-                thinking_tokens += in_thinking
-            raw.append(ev.text)
-            emit(think.feed(ev.text))
-            if budget is not None and think.thinking and thinking_tokens >= budget:
+            if budget is not None and in_thinking and thinking_tokens >= budget and ev.token_id >= 0:
+                # This token would exceed the budget (also right for a budget of 0): drop it, close the block.
                 events.close()
                 closing = think.close + "\n\n"  # what llama.cpp injects; the blank line is not shown
                 ids.extend(backend.tokenize(closing, add_special=False, parse_special=True))
@@ -86,6 +82,12 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
                 budget = None
                 resumed_at, resumed_ids = len(raw), len(ids)
                 events = backend.stream(list(prompt_ids) + ids, params.replace(max_tokens=left))
+                continue
+            if ev.token_id >= 0:
+                ids.append(ev.token_id)
+                thinking_tokens += in_thinking
+            raw.append(ev.text)
+            emit(think.feed(ev.text))
         emit(think.flush())
     except KeyboardInterrupt:
         emit(think.flush())

@@ -61,9 +61,9 @@ def test_reasoning_without_a_switch_is_a_clear_error(gguf_path, qwen3_gguf, bad)
     bad.run("generate", "--reasoning-budget", "-1", "hi", expect=2, message="--reasoning-budget")
 
 
-def _budget_run(model, *extra):
-    r = run_cli("generate", "-m", str(model), *extra, "--temperature", "0", "--reasoning-budget", "8",
-                "--max-tokens", "16", "--json", "Write a long story about a dragon who learns to paint.", check=True)
+def _budget_run(model, *extra, budget="8", max_tokens="16"):
+    r = run_cli("generate", "-m", str(model), *extra, "--temperature", "0", "--reasoning-budget", budget,
+                "--max-tokens", max_tokens, "--json", "Write a long story about a dragon who learns to paint.", check=True)
     return json.loads(r.stdout)
 
 
@@ -75,6 +75,8 @@ def _assert_budget(rec):
 
 def test_reasoning_budget_closes_thinking_llamacpp(think_gguf):
     _assert_budget(_budget_run(think_gguf))
+    zero = _budget_run(think_gguf, budget="0", max_tokens="6")
+    assert zero.get("thinking_tokens", 0) == 0 and zero["text"].strip() and not zero.get("thinking", "").strip()
 
 
 def test_reasoning_budget_closes_thinking_torch(hf_model_dir, tmp_path):
