@@ -28,7 +28,13 @@ import time
 from collections.abc import Sequence
 from functools import cached_property
 
-from llmcli.errors import ModelError
+from llmcli.errors import ModelError, UsageError
+
+# How families expose a reasoning switch: a boolean (Qwen3 and others: enable_thinking; DeepSeek V3.1:
+# thinking) or an effort level (gpt-oss: reasoning_effort).
+SWITCH_VARIABLES = ("enable_thinking", "thinking")
+EFFORT_VARIABLE = "reasoning_effort"
+EFFORTS = ("low", "medium", "high")
 
 RENDER_SECONDS = 5.0
 MAX_CHARS = 16 * 1024 * 1024
@@ -274,6 +280,38 @@ class ChatTemplate:
             raise _failed(f"it does not compile: {_reason(_timed_out(RENDER_SECONDS))}") from None
         except Exception as e:  # noqa: BLE001 - any failure of untrusted code is the template's
             raise _failed(f"it does not compile: {_reason(e)}") from None
+
+    @cached_property
+    def variables(self) -> frozenset[str]:
+        """The names the template reads from its context (jinja2's own analysis of the source)."""
+        from jinja2 import meta
+
+        try:
+            with _Deadline(RENDER_SECONDS):
+                return frozenset(meta.find_undeclared_variables(_environment().parse(self.source)))
+        except _Timeout:
+            raise _failed(f"it does not compile: {_reason(_timed_out(RENDER_SECONDS))}") from None
+        except Exception as e:  # noqa: BLE001 - any failure of untrusted code is the template's
+            raise _failed(f"it does not compile: {_reason(e)}") from None
+
+    def reasoning_vars(self, mode: str | None) -> dict:
+        """The template variables that give ``--reasoning MODE`` (on, off, low, medium, high; None =
+        the template's default), or a UsageError when this template has no such switch."""
+        if mode is None:
+            return {}
+        names = self.variables
+        switch = next((v for v in SWITCH_VARIABLES if v in names), None)
+        if mode in EFFORTS and EFFORT_VARIABLE in names:
+            return {EFFORT_VARIABLE: mode, **({switch: True} if switch else {})}
+        if mode in ("on", "off") and switch:
+            return {switch: mode == "on"}
+        if mode == "on" and EFFORT_VARIABLE in names:
+            return {}  # effort-only templates always reason
+        has = (f"only {switch} (on/off)" if switch else f"only {EFFORT_VARIABLE} (low/medium/high)"
+               if EFFORT_VARIABLE in names else f"no reasoning switch (none of {', '.join(SWITCH_VARIABLES)}, "
+               f"{EFFORT_VARIABLE})")
+        raise UsageError(f"--reasoning {mode}: the model's chat template has {has}",
+                         "drop --reasoning (or /set reasoning none), or use a mode the template supports")
 
     def render(self, messages: Sequence, *, add_generation_prompt: bool = True, **extra) -> str:
         msgs = [m.to_dict() if hasattr(m, "to_dict") else dict(m) for m in messages]

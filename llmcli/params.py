@@ -38,6 +38,8 @@ GPU_LAYERS_MAX = 65536
 SAMPLING = "Sampling"
 MODEL = "Model"
 OUTPUT = "Output"
+INPUT = "Input"
+REASONING_MODES = ("on", "off", "low", "medium", "high")
 
 _NONE_WORDS = ("none", "null", "off")
 _TRUE_WORDS = ("true", "1", "on", "yes")
@@ -107,6 +109,7 @@ class Param:
     metavar: str | None = None
     range_note: str = ""  # what the ends of the range mean
     cli: bool = True  # a command-line flag; False: config file and environment only
+    escapes: bool = False  # a list's items take \\n and \\t escapes (--stop), not file paths
 
     # --- names -------------------------------------------------------------------------------
     @property
@@ -190,7 +193,8 @@ class Param:
         if not isinstance(text, str):
             return self.check(text, label)
         stripped = text.strip()
-        if self.nullable and self.section == "sampling" and stripped.lower() in _NONE_WORDS:
+        if self.nullable and self.section == "sampling" and stripped.lower() in _NONE_WORDS and not (
+                self.choices and stripped.lower() in self.choices):  # "--reasoning off" is a choice
             return None  # "/set seed none", LLMCLI_MAX_TOKENS=none
         if self.kind is bool:
             word = stripped.lower()
@@ -206,7 +210,7 @@ class Param:
                 except (ValueError, RecursionError):
                     raise fail(label, text, "not a JSON list of strings", 'write ["\\n\\n", "User:"]') from None
                 return self.check(value, label)
-            return self.check((unescape(text),), label)
+            return self.check((unescape(text) if self.escapes else text,), label)
         if self.kind is str:
             return self._text_choice(text, label)
         try:
@@ -256,7 +260,14 @@ TABLE: tuple[Param, ...] = (
     Param("seed", int, "Random seed for reproducible sampling (sample i uses seed+i).", nullable=True, lo=0,
           hi=SEED_MAX, default_text="random, reported in --json"),
     Param("stop", tuple, "Stop when this string is generated (not printed). Repeatable; \\n and \\t escapes "
-          "allowed.", (), metavar="TEXT"),
+          "allowed.", (), metavar="TEXT", escapes=True),
+    Param("reasoning", str, "A reasoning model's thinking: on, off, or an effort, passed to its chat template "
+          "(enable_thinking, reasoning_effort); an error when the template has no such switch.",
+          choices={m: m for m in REASONING_MODES}, choices_text=", ".join(REASONING_MODES), nullable=True,
+          default_text="the template's own default", metavar="MODE"),
+    Param("reasoning_budget", int, "Close the thinking block after this many thinking tokens (llmcli writes "
+          "the closing tag) so the model answers.", nullable=True, lo=0, hi=INT32_MAX,
+          default_text="no limit", metavar="N"),
     Param("n", int, "Number of independent samples.", 1, lo=1, hi=N_MAX, short="-n", settable=False,
           in_config=False),
     # --- model and runtime (top-level keys of the config file) ---------------------------------
@@ -290,6 +301,10 @@ TABLE: tuple[Param, ...] = (
           section="general", settable=False, panel=OUTPUT, cli=False),
     Param("log_max_mb", float, "Size cap of the run log in MB; the oldest runs are pruned first.", 100.0, lo=0,
           lo_open=True, section="general", settable=False, panel=OUTPUT, cli=False),
+    # --- input (flags only) --------------------------------------------------------------------
+    Param("file", tuple, "A UTF-8 text file (no NUL bytes) put before the prompt as context, labelled with "
+          "its name; - reads stdin. Repeatable; in order.", (), short="-f", section="input", settable=False,
+          in_config=False, panel=INPUT, metavar="PATH"),
 )
 PARAMS: dict[str, Param] = {p.name: p for p in TABLE}
 SAMPLING_NAMES = tuple(p.name for p in TABLE if p.section == "sampling")

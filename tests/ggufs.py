@@ -33,3 +33,26 @@ def truncated(src: Path, dst: Path, keep: float = 0.5) -> Path:
     data = Path(src).read_bytes()
     dst.write_bytes(data[: int(len(data) * keep)])
     return dst
+
+
+def with_chat_template(src: Path, dst: Path, template: str) -> Path:
+    """A copy of the GGUF ``src`` whose chat template is ``template`` (the gguf package's own
+    metadata-rewriting code, as its gguf-new-metadata script uses it)."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(str(src), "r")
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    writer = gguf.GGUFWriter(str(dst), arch=arch, endianess=reader.endianess)
+    new = {gguf.Keys.Tokenizer.CHAT_TEMPLATE: MetadataDetails(gguf.GGUFValueType.STRING, template)}
+    copy_with_new_metadata(reader, writer, new, [])
+    return dst
+
+
+_TURNS = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}")
+# Qwen3's switch: enable_thinking=false writes an empty thinking block into the generation prompt.
+QWEN3_STYLE = _TURNS + ("{% if enable_thinking is defined and enable_thinking is false %}"
+                        "{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}")
+# A generation prompt that opens the thinking block itself (the model continues inside it).
+THINK_OPEN = _TURNS + "{{ '<think>\\n' }}{% endif %}"

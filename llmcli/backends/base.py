@@ -50,6 +50,8 @@ class SamplingParams:
     no_repeat_ngram_size: int = PARAMS["no_repeat_ngram_size"].default
     seed: int | None = PARAMS["seed"].default
     stop: tuple[str, ...] = PARAMS["stop"].default
+    reasoning: str | None = PARAMS["reasoning"].default  # read by chat-template rendering, not by sampling
+    reasoning_budget: int | None = PARAMS["reasoning_budget"].default  # enforced in llmcli.streaming
     n: int = PARAMS["n"].default
 
     FIELDS = SAMPLING_NAMES
@@ -154,9 +156,11 @@ class Backend(Protocol):
 
     def token_pieces(self, ids: Sequence[int]) -> list[str]: ...
 
-    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str: ...
+    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                    reasoning: str | None = None) -> str: ...
 
-    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]: ...
+    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                 reasoning: str | None = None) -> list[int]: ...
 
     @property
     def has_chat_template(self) -> bool: ...
@@ -218,11 +222,16 @@ class SharedTextMethods:
         self._check_ids(ids)
         return [self._piece(t, True).decode("utf-8", errors="backslashreplace") for t in ids]
 
-    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        return self._template().render(messages, add_generation_prompt=add_generation_prompt)
+    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                    reasoning: str | None = None) -> str:
+        template = self._template()
+        return template.render(messages, add_generation_prompt=add_generation_prompt,
+                               **template.reasoning_vars(reasoning))
 
-    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
-        ids = self.tokenize(self.chat_prompt(messages, add_generation_prompt=add_generation_prompt),
+    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                 reasoning: str | None = None) -> list[int]:
+        ids = self.tokenize(self.chat_prompt(messages, add_generation_prompt=add_generation_prompt,
+                                             reasoning=reasoning),
                             add_special=True, parse_special=True)
         # Templates that write the BOS text themselves would otherwise get two.
         if len(ids) >= 2 and self.bos_id is not None and ids[0] == ids[1] == self.bos_id:

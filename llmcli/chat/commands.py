@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "system": ("/system [TEXT]", "replace the system prompt; alone: show it; /system \"\" removes it"),
     "undo": ("/undo", "drop the last exchange"),
     "retry": ("/retry", "generate the last reply again"),
+    "file": ("/file PATH", "attach a UTF-8 text file to the next message (labelled with its name)"),
+    "files": ("/files", "list the files attached to the next message"),
     "stats": ("/stats", "context used / window, last reply tokens/s and time to first token"),
     "context": ("/context", "tokens used / window and what would be dropped next"),
     "save": ("/save[!] NAME|FILE.json", "save the conversation (a bare name goes to the sessions folder); "
@@ -117,6 +119,14 @@ def dispatch(cmd: Command, session) -> Outcome:
         if not conv.messages:
             raise UsageError("nothing to retry yet", "send a message first")
         return Outcome(Action.RETRY)
+    if name == "file":
+        from llmcli.attachments import read_file
+
+        a = read_file(_need(arg, "/file PATH"))
+        session.attach([a])
+        return Outcome(lines=[f"attached {a.name} ({session.file_tokens(a)} tokens) to the next message"])
+    if name == "files":
+        return Outcome(lines=session.attached_lines())
     if name == "stats":
         return Outcome(lines=session.stats_lines())
     if name == "context":

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmcli.attachments import Attachment, compose, overflow_error
+from llmcli.backends.base import Message
 from llmcli.chat import sessions
 from llmcli.chat.conversation import Conversation
 from llmcli.chat.fitting import Overflow, fit, reply_reserve
@@ -27,6 +29,10 @@ from llmcli.streaming import Reply, run_stream, think_filter_for
 
 class ContextOverflowError(UsageError):
     """A message that cannot fit the context window even with all history dropped."""
+
+    def __init__(self, message: str, hint: str | None = None, tokens: int = 0):
+        super().__init__(message, hint)
+        self.tokens = tokens
 
 
 @dataclass
@@ -57,6 +63,7 @@ class ChatSession:
         self._prefill_thread: threading.Thread | None = None
         self.prefill_error: BaseException | None = None
         self.prefilled_tokens = 0
+        self.attached: list[Attachment] = []  # files for the next message (-f, /file)
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self) -> None:
@@ -67,7 +74,7 @@ class ChatSession:
         msgs = self.conv.model_messages(start)
         if not msgs:
             return []
-        return self.backend.chat_ids(msgs, add_generation_prompt=generation)
+        return self.backend.chat_ids(msgs, add_generation_prompt=generation, reasoning=self.conv.params.reasoning)
 
     @property
     def reserve(self) -> int:
@@ -83,14 +90,30 @@ class ChatSession:
             raise ContextOverflowError(
                 f"the message does not fit the context window: the system prompt and the message take {e.tokens} "
                 f"tokens and {reserve} more are kept for the reply, but the window is {n_ctx} tokens",
-                "shorten the message, lower max_tokens (/set max_tokens N) or start with a larger --ctx") from None
+                "shorten the message, lower max_tokens (/set max_tokens N) or start with a larger --ctx",
+                tokens=e.tokens) from None
         if f.dropped:
             conv.context_start = f.start
             kept = conv.exchanges - f.start
             self.notify(f"context window full: dropped the {_plural(f.dropped, 'oldest exchange')} "
                         f"({kept} kept, {f.tokens} of {n_ctx} tokens used)")
         msgs = conv.model_messages()
-        return self.backend.chat_ids(msgs), self.backend.chat_prompt(msgs), f.dropped
+        mode = conv.params.reasoning
+        return (self.backend.chat_ids(msgs, reasoning=mode), self.backend.chat_prompt(msgs, reasoning=mode),
+                f.dropped)
+
+    # --- attached files ------------------------------------------------------------------------
+    def attach(self, files: list[Attachment]) -> None:
+        self.attached.extend(files)
+
+    def attached_lines(self) -> list[str]:
+        if not self.attached:
+            return ["no files attached (/file PATH attaches one to the next message)"]
+        return [f"{a.name}  {self.file_tokens(a)} tokens" for a in self.attached] + [
+            "they go with the next message"]
+
+    def file_tokens(self, a: Attachment) -> int:
+        return len(self.backend.tokenize(a.block(), add_special=False, parse_special=False))
 
     # --- turns ---------------------------------------------------------------------------------
     def send(self, text: str, sink) -> TurnResult:
@@ -100,15 +123,22 @@ class ChatSession:
         if self.conv.pending:
             self.conv.drop_pending()
             self.notify("dropped the earlier message that had no reply")
-        self.conv.add_user(text)
+        files = self.attached
+        self.conv.add_user(compose(files, None, text) if files else text)
         self.save()  # a process killed during the reply keeps the message
         try:
-            return self._generate(sink)
-        except BaseException:
+            result = self._generate(sink)
+        except BaseException as e:
             if self.conv.pending:
                 self.conv.drop_pending()
                 self.save()
+            if files and isinstance(e, ContextOverflowError):
+                # The files stay attached; the error says which are large.
+                raise overflow_error(files, e.tokens, self.backend.n_ctx, lambda t: len(self.backend.tokenize(
+                    t, add_special=False, parse_special=False)), reserve=self.reserve) from None
             raise
+        self.attached = []
+        return result
 
     def retry(self, sink) -> TurnResult:
         """Generate the last reply again (the next seed in the retry sequence)."""
@@ -194,7 +224,13 @@ class ChatSession:
         self.save()
 
     def set_param(self, name: str, value: str) -> None:
+        before = self.conv.params
         self.conv.set_param(name, value)
+        try:
+            check_reasoning(self.backend, self.conv.params.reasoning)
+        except LlmcliError:
+            self.conv.params = before  # "/set reasoning off" on a template without the switch
+            raise
         self.save()
 
     def clear(self, new_autosave_path: Path | None = None) -> None:
@@ -309,6 +345,12 @@ def check_chat_model(backend, display: str) -> None:
     if not backend.has_chat_template:
         raise ModelError(f"{display} has no chat template", "llmcli chat needs an instruct (chat) model; "
                          "use llmcli generate --raw for a base model")
+
+
+def check_reasoning(backend, mode: str | None) -> None:
+    """A reasoning mode the model's template cannot express fails now, not at the next message."""
+    if mode is not None:
+        backend.chat_prompt([Message("user", "")], reasoning=mode)
 
 
 __all__ = ["ChatSession", "ContextOverflowError", "TurnResult", "check_chat_model", "turn_stats_line",

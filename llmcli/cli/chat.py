@@ -24,7 +24,9 @@ def _isatty(stream) -> bool:
 CHAT_SAMPLING = tuple(n for n in P.SAMPLING_NAMES if n != "n")  # one reply per turn; /retry for another
 
 
-@o.table_options("model", *CHAT_SAMPLING, *P.RUNTIME_NAMES, help={
+@o.table_options("model", "file", *CHAT_SAMPLING, *P.RUNTIME_NAMES, help={
+    "file": "A UTF-8 text file (no NUL bytes) attached to the first message, labelled with its name "
+            "(/file attaches more later). Repeatable.",
     "seed": "Base seed: the reply to message k (from 0) uses seed+k, so a conversation replays identically."})
 def chat(
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (replaces a resumed "
@@ -65,6 +67,8 @@ def chat(
 
       llmcli chat --continue
 
+      llmcli chat -f notes.md --reasoning off
+
       printf 'Hi\\nAnd in French?\\n' | llmcli chat --temperature 0
 
       llmcli chat --no-commands --no-save < untrusted.txt
@@ -72,7 +76,7 @@ def chat(
     from pathlib import Path
 
     from llmcli.chat import sessions
-    from llmcli.chat.engine import ChatSession, check_chat_model
+    from llmcli.chat.engine import ChatSession, check_chat_model, check_reasoning
     from llmcli.chat.repl import input_lines, run_interactive, run_piped
     from llmcli.cli.generate import resolve_think_mode
     from llmcli.config import load_settings
@@ -96,6 +100,7 @@ def chat(
     think_mode = resolve_think_mode(o.setting(settings, given, "think"), _isatty(sys.stdout))
     opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, compile=compile_)
+    files, _ = o.read_inputs(given["file"] or (), stdin=False)  # stdin carries the messages
 
     # Which conversation: resumed (never overwritten when corrupt: load raises first) or new.
     loaded = None
@@ -143,6 +148,8 @@ def chat(
         saver = sessions.Autosaver(path, enabled=not no_save)
         chat_session = ChatSession(engine, conv, autosaver=saver, notify=info, background_prefill=interactive,
                                    model_loader=loader, on_turn=_turn_logger(settings, no_log, ref))
+        check_reasoning(engine, conv.params.reasoning)
+        chat_session.attach(files)
         if loaded is not None:
             if interactive:
                 info(f"resumed {path.stem if path else ''}: {conv.exchanges} exchange(s)")

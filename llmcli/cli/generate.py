@@ -13,14 +13,41 @@ from llmcli.cli import options as o
 from llmcli.errors import LlmcliError, UsageError
 
 
-def build_prompt(argument: str | None, stdin_text: str | None) -> str:
-    """stdin is the context and the argument the instruction; either alone is the prompt."""
-    if stdin_text is not None and argument:
-        return f"{stdin_text.rstrip()}\n\n{argument}"
-    text = argument if argument else (stdin_text or "")
-    if not text.strip():
-        raise UsageError("empty prompt", 'pass the prompt as an argument or on stdin: llmcli generate "…"')
-    return text
+def build_prompt(argument: str | None, stdin_text: str | None, files=()) -> str:
+    """-f files, then stdin (context), then the argument (the instruction); any one alone is the
+    prompt. The layout is llmcli.attachments.compose's."""
+    from llmcli.attachments import compose
+
+    return compose(files, stdin_text, argument)
+
+
+def prompt_ids(engine, text: str, *, system: str | None = None, raw: bool = False,
+               reasoning: str | None = None) -> tuple[list[int], str | None]:
+    """The ids `generate` sends (and `tokenize --chat` shows), and the templated text (None with
+    --raw or without a template)."""
+    from llmcli.backends.base import Message
+
+    if raw or not engine.has_chat_template:
+        if reasoning is not None:
+            raise UsageError(f"--reasoning {reasoning} needs the model's chat template",
+                             "drop --raw, or drop --reasoning" if raw else "drop --reasoning")
+        return engine.tokenize(text, add_special=True, parse_special=True), None
+    messages = ([Message("system", system)] if system else []) + [Message("user", text)]
+    return (engine.chat_ids(messages, reasoning=reasoning),
+            engine.chat_prompt(messages, reasoning=reasoning))
+
+
+def check_window(engine, ids: list[int], files) -> None:
+    """Before anything runs: the prompt must leave room in the window (never silently truncated)."""
+    if len(ids) < engine.n_ctx:
+        return
+    if files:
+        from llmcli.attachments import overflow_error
+
+        raise overflow_error(files, len(ids), engine.n_ctx,
+                             lambda t: len(engine.tokenize(t, add_special=False, parse_special=False)))
+    raise UsageError(f"the prompt is {len(ids)} tokens but the context window is {engine.n_ctx} tokens",
+                     "shorten the input, or raise --ctx if the model allows more")
 
 
 def resolve_think_mode(value: str | None, stdout_is_tty: bool) -> str:
@@ -45,10 +72,11 @@ def result_record(reply, *, model: str, backend: str, index: int) -> dict:
     }
     if reply.thinking:
         record["thinking"] = reply.thinking
+        record["thinking_tokens"] = reply.thinking_tokens
     return record
 
 
-@o.table_options("model", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
+@o.table_options("model", "file", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt. With piped stdin, stdin comes first as "
                                                     "context and this is the instruction.", show_default=False)] = None,
@@ -78,12 +106,16 @@ def generate(
 
       git diff | llmcli generate "Write a commit message"
 
+      llmcli generate -f report.md -f data.csv "Summarize the report using the data"
+
+      llmcli generate --reasoning off --reasoning-budget 256 "…"
+
       llmcli generate --temperature 0 --max-tokens 64 --stop "\\n\\n" "…"
 
       llmcli generate --n 3 --seed 7 --jsonl "Name a colour"
     """
-    from llmcli.backends.base import Message
     from llmcli.cli.runlog import PendingLog
+    from llmcli.logs import file_entry
     from llmcli.config import load_settings
     from llmcli.output import NullSink, TextSink, dumps, format_stats, info
     from llmcli.streaming import run_stream, think_filter_for
@@ -97,9 +129,11 @@ def generate(
     think_mode = resolve_think_mode(o.setting(settings, given, "think"), _isatty(sys.stdout))
     opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, compile=compile_)
-    text = build_prompt(prompt, o.read_stdin_text())
+    files, stdin_text = o.read_inputs(given["file"] or ())
+    text = build_prompt(prompt, stdin_text, files)
     log = PendingLog("generate", settings, no_log=no_log, prompt=text, system=system, params=params,
                      model=given["model"])
+    log.files = [file_entry(f.name, f.text.encode()) for f in files]
     try:
         ref, engine = o.load_model(given["model"], settings, opts)
     except LlmcliError as e:
@@ -108,18 +142,10 @@ def generate(
         raise
     log.loaded(ref, engine)
     try:
-        prompt_text = None
-        if raw or not engine.has_chat_template:
-            if not raw and verbose:
-                info("the model has no chat template: sending the prompt as is")
-            ids = engine.tokenize(text, add_special=True, parse_special=True)
-        else:
-            messages = ([Message("system", system)] if system else []) + [Message("user", text)]
-            prompt_text = engine.chat_prompt(messages)
-            ids = engine.chat_ids(messages)
-        if len(ids) >= engine.n_ctx:
-            raise UsageError(f"the prompt is {len(ids)} tokens but the context window is {engine.n_ctx} tokens",
-                             "shorten the input, or raise --ctx if the model allows more")
+        if not raw and not engine.has_chat_template and verbose:
+            info("the model has no chat template: sending the prompt as is")
+        ids, prompt_text = prompt_ids(engine, text, system=system, raw=raw, reasoning=params.reasoning)
+        check_window(engine, ids, files)
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
         records = []
         for i in range(params.n):

@@ -14,6 +14,7 @@ import typer
 
 from llmcli import params as P
 from llmcli.backends.base import SamplingParams
+from llmcli.errors import UsageError
 
 MODEL_PANEL = P.MODEL
 SAMPLING_PANEL = P.SAMPLING
@@ -130,7 +131,7 @@ def parse_flags(flags: dict) -> dict:
         if value is None:
             out[name] = None
         elif p.kind is tuple:
-            out[name] = p.check(tuple(unescape(s) for s in value), p.flag)
+            out[name] = p.check(tuple(unescape(s) if p.escapes else s for s in value), p.flag)
         else:
             out[name] = p.parse(value, p.flag)
     return out
@@ -208,6 +209,20 @@ def read_stdin_text() -> str | None:
     """Piped stdin as text (see ``decode_text``), or None when stdin is a terminal or absent."""
     data = read_stdin_bytes()
     return None if data is None else decode_text(data, "stdin")
+
+
+def read_inputs(paths: tuple[str, ...], *, stdin: bool = True):
+    """The -f files (in order; "-" is stdin, allowed once) and, unless a file took it, piped stdin
+    text. The only place -f paths are read: afterwards commands hold Attachment values."""
+    from llmcli.attachments import read_file
+
+    if paths.count("-") > 1:
+        raise UsageError("-f - (stdin) was given more than once", "stdin can be read once")
+    if "-" in paths and not stdin:
+        raise UsageError("-f - (stdin) cannot be used here: stdin carries the messages",
+                         "give a file path, or use /file in the chat")
+    files = [read_file(p, lambda: read_stdin_bytes() or b"") for p in paths]
+    return files, (read_stdin_text() if stdin and "-" not in paths else None)
 
 
 def load_model(model: str | None, settings, opts):

@@ -39,6 +39,10 @@ def parse_ids(words: list[str]) -> list[int]:
     return ids
 
 
+@o.table_options("file", "reasoning", help={
+    "file": "With --chat: a UTF-8 text file put before the text as context, as `generate -f` does; - reads "
+            "stdin. Repeatable.",
+    "reasoning": "With --chat: the reasoning switch passed to the chat template, as `generate --reasoning`."})
 def tokenize(
     text: Annotated[Optional[str], typer.Argument(help="Text to tokenize (default: stdin).", show_default=False)] = None,
     model: o.ModelOpt = None,
@@ -53,6 +57,7 @@ def tokenize(
                                                   show_default=False)] = None,
     backend: o.BackendOpt = None,
     verbose: o.VerboseOpt = False,
+    flags: dict | None = None,
 ) -> None:
     """Show the token ids of a text.
 
@@ -60,25 +65,29 @@ def tokenize(
     model asks for one, and special-token text (e.g. <|im_start|>) becomes the
     special token. --no-special turns both off.
     """
-    from llmcli.backends.base import Message
+    from llmcli.cli.generate import build_prompt, prompt_ids
     from llmcli.config import load_settings
 
     if chat and no_special:
         raise UsageError("--chat and --no-special cannot be combined", "the chat template is made of special tokens")
-    if system and not chat:
-        raise UsageError("--system only applies with --chat")
-    if text is None:
+    given = o.parse_flags({"model": model, "backend": backend, **(flags or {})})
+    for name, value in (("--system", system), ("--file", given.get("file")), ("--reasoning", given.get("reasoning"))):
+        if value and not chat:
+            raise UsageError(f"{name} only applies with --chat")
+    if chat:
+        # The prompt exactly as `generate` builds it: files, stdin, then the argument.
+        files, stdin_text = o.read_inputs(given["file"] or ())
+        text = build_prompt(text, stdin_text, files)
+    elif text is None:
         text = o.read_stdin_text()
         if text is None:
             raise UsageError("no text given", "pass the text as an argument or on stdin")
-    given = o.parse_flags({"model": model, "backend": backend})
     settings = load_settings()
     opts = o.backend_options(settings, given, ctx=TOKENIZE_CTX, verbose=verbose)
     _, engine = o.load_model(given["model"], settings, opts)
     try:
         if chat:
-            messages = ([Message("system", system)] if system else []) + [Message("user", text)]
-            ids = engine.chat_ids(messages)
+            ids, _ = prompt_ids(engine, text, system=system, reasoning=given["reasoning"])
         else:
             ids = engine.tokenize(text, add_special=not no_special, parse_special=not no_special)
         out = sys.stdout
