@@ -23,13 +23,14 @@ from llmcli.backends.base import (Capabilities, GenerationStats, Message, Prompt
                                   prompt_ids)
 from llmcli.backends.textstream import drive
 from llmcli.errors import ModelError, UsageError
+from llmcli.params import PARAMS
 
 
 def check_params(name: str, capabilities: Capabilities, params: SamplingParams) -> None:
     """Refuse, in one line, a sampling parameter this backend cannot honour (never ignore it)."""
     missing = capabilities.unsupported(params)
     if missing:
-        flags = ", ".join("--" + f.replace("_", "-") for f in missing)
+        flags = ", ".join(PARAMS[f].flag for f in missing)
         raise UsageError(f"the {name} backend cannot honour {flags}", "leave it at its default for this model")
 
 

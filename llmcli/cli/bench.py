@@ -29,7 +29,7 @@ def bench(
     from llmcli.bench import SUITES
     from llmcli.bench.table import render_markdown
     from llmcli.config import load_settings
-    from llmcli.output import info
+    from llmcli.output import info, warn
     from llmcli.store.resolve import resolve
 
     names = suite or ["core"]
@@ -38,8 +38,10 @@ def bench(
             raise UsageError(f"unknown suite {name!r}", f"choose from {', '.join(SUITES)}")
     if repeats < 1:
         raise UsageError("--repeats must be >= 1")
+    given = o.parse_flags({"model": model, "threads": threads})
     settings = load_settings()
-    ref = resolve(model, configured=settings.general.get("model"))
+    threads = o.setting(settings, given, "threads")
+    ref = resolve(given["model"], configured=settings.general.get("model"), warn=warn)
     from llmcli.backends.hardware import physical_cores
 
     info(f"machine: {platform.machine()} {platform.processor() or ''}, {physical_cores()} physical cores, "

@@ -19,6 +19,7 @@ from typing import Callable
 
 from llmcli.errors import DownloadError, UsageError
 from llmcli.store import quant as q
+from llmcli.store.records import ModelRecord, StoredFile
 
 DEFAULT_REVISION = "main"
 
@@ -103,14 +104,29 @@ OFFLINE_HINT = "models already pulled work offline: see `llmcli models list` and
 TOKEN_HINT = "set HF_TOKEN or pass --token with a Hugging Face access token"
 
 
+def require_online(command: str) -> None:
+    """Fail before any request when HF_HUB_OFFLINE is set; ``command`` is e.g.
+    "`llmcli models search`"."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        # huggingface_hub also honours transformers' older variable: name the one that is set.
+        var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+        raise DownloadError(f"{command} needs the hub, but {var}={os.environ.get(var)} is set",
+                            f"unset {var} to reach the hub; {OFFLINE_HINT}")
+
+
 @contextmanager
 def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | None = None,
-               token_given: bool = False):
-    """Translate huggingface_hub / transport exception types into one-line DownloadErrors."""
+               token_given: bool = False, doing: str | None = None):
+    """Translate huggingface_hub / transport exception types into one-line DownloadErrors.
+
+    ``doing`` words what was being done (default "pulling REPO"), for errors not about one file."""
     from huggingface_hub import errors as E
 
     where = repo_id + (f"@{revision}" if revision and revision != DEFAULT_REVISION else "")
     what = f"{filename} in {where}" if filename else where
+    doing = doing or f"pulling {what}"
     try:
         yield
     except E.OfflineModeIsEnabled:
@@ -156,9 +172,9 @@ def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | Non
             raise DownloadError(f"{what} does not exist on {endpoint()} (HTTP 404)",
                                 "check the repository and file names") from None
         if status == 429:
-            raise DownloadError(f"the hub is rate-limiting requests (HTTP 429) while pulling {what}",
+            raise DownloadError(f"the hub is rate-limiting requests (HTTP 429) while {doing}",
                                 "wait a minute and run the pull again; a token (HF_TOKEN) raises the limit") from None
-        raise DownloadError(f"the hub answered HTTP {status} while pulling {what}",
+        raise DownloadError(f"the hub answered HTTP {status} while {doing}",
                             "try again later; run with -v for details") from None
     except _transport_errors() as e:
         raise DownloadError(f"cannot reach the hub at {endpoint()} ({type(e).__name__})",
@@ -359,8 +375,8 @@ def _write_ref(repo_id: str, revision: str, commit: str) -> None:
 
 
 def fetch(p: PullPlan, *, token: str | None = None, tqdm_class=None,
-          on_file: Callable[[RemoteFile], None] | None = None) -> list[dict]:
-    """Download (or find in the cache) and verify every file of the plan. Returns file records."""
+          on_file: Callable[[RemoteFile], None] | None = None) -> list[StoredFile]:
+    """Download (or find in the cache) and verify every file of the plan."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     from llmcli.store.verify import TailHasher
@@ -389,19 +405,12 @@ def fetch(p: PullPlan, *, token: str | None = None, tqdm_class=None,
                 if cached and attempt == 1:
                     continue  # a damaged copy was already in the cache: it is deleted now, fetch it afresh
                 raise
-        out.append({"name": rf.name, "path": pointer, "size": os.path.getsize(pointer), "sha256": rf.sha256,
-                    "blob_id": rf.blob_id})
+        out.append(StoredFile(rf.name, pointer, os.path.getsize(pointer), rf.sha256, rf.blob_id))
     _write_ref(p.repo_id, p.revision, p.commit)
     return out
 
 
-def record_for(p: PullPlan, files: list[dict]) -> dict:
-    if p.format == "gguf":
-        path = files[0]["path"]
-    else:
-        path = str(Path(files[0]["path"]).parent)
-    return {
-        "source": "hf", "repo": p.repo_id, "revision": p.revision, "commit": p.commit, "format": p.format,
-        "quant": p.quant, "path": path, "files": files, "size": sum(f["size"] for f in files),
-        "license": p.license,
-    }
+def record_for(p: PullPlan, files: list[StoredFile], name: str, spec: str) -> ModelRecord:
+    path = files[0].path if p.format == "gguf" else str(Path(files[0].path).parent)
+    return ModelRecord(name, "pulled", p.format, path, tuple(files), sum(f.size for f in files), p.quant, p.license,
+                       p.repo_id, p.revision, p.commit, spec)
