@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from llmcli.backends.base import Finish, GenerationStats
+from llmcli.backends.base import Finish, GenerationStats, prompt_ids as ids_of
+from llmcli.errors import UsageError
 from llmcli.thinking import ThinkFilter
 
 
@@ -40,7 +41,12 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
     raw: list[str] = []
     ids: list[int] = []
     budget = params.reasoning_budget
+    if budget is not None and not backend.capabilities.token_ids:
+        # Closing the block means appending ids and resuming; a text-only stream cannot do that.
+        raise UsageError(f"--reasoning-budget needs a backend that generates token ids, not {backend.name}",
+                         "drop --reasoning-budget")
     thinking_tokens = 0
+    generated = 0
     resumed_at = 0  # len(raw) and len(ids) when generation resumed after a forced close
     resumed_ids = 0
 
@@ -76,22 +82,23 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
                 left = None if params.max_tokens is None else params.max_tokens - len(ids)
                 if left is not None and left <= 0:
                     final = Finish("".join(raw), list(ids), GenerationStats(
-                        prompt_tokens=len(prompt_ids), generated_tokens=len(ids), finish_reason="length",
+                        prompt_tokens=len(ids_of(prompt_ids)), generated_tokens=len(ids), finish_reason="length",
                         seed=params.seed))
                     break
                 budget = None
                 resumed_at, resumed_ids = len(raw), len(ids)
-                events = backend.stream(list(prompt_ids) + ids, params.replace(max_tokens=left))
+                events = backend.stream(ids_of(prompt_ids) + ids, params.replace(max_tokens=left))
                 continue
             if ev.token_id >= 0:
                 ids.append(ev.token_id)
-                thinking_tokens += in_thinking
+            generated += ev.tokens
+            thinking_tokens += ev.tokens if in_thinking else 0
             raw.append(ev.text)
             emit(think.feed(ev.text))
         emit(think.flush())
     except KeyboardInterrupt:
         emit(think.flush())
-        stats = GenerationStats(prompt_tokens=len(prompt_ids), generated_tokens=len(ids),
+        stats = GenerationStats(prompt_tokens=len(ids_of(prompt_ids)), generated_tokens=generated,
                                 finish_reason="interrupted", seed=params.seed)
         if first_at is not None:  # the backend's own timings are lost with the stream: use ours
             stats.time_to_first_token = first_at - started
@@ -102,7 +109,7 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
         return Reply("".join(answer), "".join(thinking), final.text, final.token_ids, final.stats, thinking_tokens)
     # The reply is both passes: the first, the closing tag, and what the second stream generated.
     stats = final.stats
-    stats.prompt_tokens = len(prompt_ids)
+    stats.prompt_tokens = len(ids_of(prompt_ids))
     stats.generated_tokens += resumed_ids
     stats.time_to_first_token = (first_at or started) - started
     stats.generation_seconds = time.perf_counter() - (first_at or started)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcli.backends.base import Finish, GenerationStats, Message, SamplingParams, TokenEvent
+from llmcli.backends.base import Capabilities, Finish, GenerationStats, Message, SamplingParams, TokenEvent
 from llmcli.backends.llamacpp import LlamaCppBackend
 from llmcli.chat.conversation import Conversation
 from llmcli.chat.engine import ChatSession, ContextOverflowError
@@ -134,16 +134,17 @@ class ScriptedBackend:
     name = "scripted"
     n_ctx = 4096
     has_chat_template = True
+    capabilities = Capabilities(prefill=False, logprobs=False)
 
     def __init__(self, replies):
         self.replies = list(replies)
         self.prompts: list[str] = []
 
-    def chat_prompt(self, messages, *, add_generation_prompt=True):
+    def chat_prompt(self, messages, *, add_generation_prompt=True, reasoning=None):
         text = "".join(f"<{m.role}>{m.content}</{m.role}>" for m in messages)
         return text + ("<assistant>" if add_generation_prompt else "")
 
-    def chat_ids(self, messages, *, add_generation_prompt=True):
+    def chat_ids(self, messages, *, add_generation_prompt=True, reasoning=None):
         return [ord(c) for c in self.chat_prompt(messages, add_generation_prompt=add_generation_prompt)]
 
     def stream(self, prompt_ids, params):

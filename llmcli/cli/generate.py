@@ -21,20 +21,19 @@ def build_prompt(argument: str | None, stdin_text: str | None, files=()) -> str:
     return compose(files, stdin_text, argument)
 
 
-def prompt_ids(engine, text: str, *, system: str | None = None, raw: bool = False,
-               reasoning: str | None = None) -> tuple[list[int], str | None]:
-    """The ids `generate` sends (and `tokenize --chat` shows), and the templated text (None with
-    --raw or without a template)."""
+def engine_prompt(engine, text: str, *, system: str | None = None, raw: bool = False,
+                  reasoning: str | None = None):
+    """The ``Prompt`` `generate` sends (and `tokenize --chat` shows): its ids, its messages (what a
+    server gets) and its templated text (``--raw`` or no template: the text as given)."""
     from llmcli.backends.base import Message
 
     if raw or not engine.has_chat_template:
         if reasoning is not None:
             raise UsageError(f"--reasoning {reasoning} needs the model's chat template",
                              "drop --raw, or drop --reasoning" if raw else "drop --reasoning")
-        return engine.tokenize(text, add_special=True, parse_special=True), None
+        return engine.encode(text=text)
     messages = ([Message("system", system)] if system else []) + [Message("user", text)]
-    return (engine.chat_ids(messages, reasoning=reasoning),
-            engine.chat_prompt(messages, reasoning=reasoning))
+    return engine.encode(messages=messages, reasoning=reasoning)
 
 
 def check_window(engine, ids: list[int], files) -> None:
@@ -144,8 +143,9 @@ def generate(
     try:
         if not raw and not engine.has_chat_template and verbose:
             info("the model has no chat template: sending the prompt as is")
-        ids, prompt_text = prompt_ids(engine, text, system=system, raw=raw, reasoning=params.reasoning)
-        check_window(engine, ids, files)
+        prompt_obj = engine_prompt(engine, text, system=system, raw=raw, reasoning=params.reasoning)
+        prompt_text = prompt_obj.text if prompt_obj.messages else None
+        check_window(engine, list(prompt_obj.ids), files)
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
         records = []
         for i in range(params.n):
@@ -153,7 +153,7 @@ def generate(
             sink = NullSink() if (json_out or jsonl) else TextSink(think_mode)
             if i and not (json_out or jsonl):
                 sys.stdout.write("\n")
-            reply = run_stream(engine, ids, sample_params, sink, think_filter_for(prompt_text))
+            reply = run_stream(engine, prompt_obj, sample_params, sink, think_filter_for(prompt_text))
             if not (json_out or jsonl):
                 sink.end()
             if stats or verbose:

@@ -65,7 +65,7 @@ def tokenize(
     model asks for one, and special-token text (e.g. <|im_start|>) becomes the
     special token. --no-special turns both off.
     """
-    from llmcli.cli.generate import build_prompt, prompt_ids
+    from llmcli.cli.generate import build_prompt, engine_prompt
     from llmcli.config import load_settings
 
     if chat and no_special:
@@ -87,7 +87,7 @@ def tokenize(
     _, engine = o.load_model(given["model"], settings, opts)
     try:
         if chat:
-            ids, _ = prompt_ids(engine, text, system=system, reasoning=given["reasoning"])
+            ids = list(engine_prompt(engine, text, system=system, reasoning=given["reasoning"]).ids)
         else:
             ids = engine.tokenize(text, add_special=not no_special, parse_special=not no_special)
         out = sys.stdout
