@@ -19,6 +19,7 @@ class ModelRef:
     format: str  # "gguf" | "hf"
     name: str | None = None  # store name or alias, when it came from the store
     origin: str = "path"  # "path" | "store" | "embedded" | "config"
+    adapter: Path | None = None  # a LoRA adapter folder (llmcli finetune) applied on top of the model at path
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
