@@ -71,6 +71,10 @@ def finetune(ref, opts, req: Request, hooks: Hooks = Hooks()) -> dict:
         key = run_key(base=base.sha256, data=src.sha256, val=val_src and val_src.sha256,
                       split=req.val_split, cfg=cfg, name=req.name)
         work = data_dir() / "finetune" / key
+        if req.resume and not (work / "checkpoint.pt").is_file():
+            raise LlmcliError("no checkpoint to resume for this base model, data and settings",
+                              "run without --resume to start training (a checkpoint is written at every epoch end "
+                              "and on Ctrl-C)")
         per_epoch = math.ceil(len(train_set) / cfg.grad_accum)
         hooks.started(per_epoch * cfg.epochs, len(train_set), len(val_set))
         model, out = train(backend.model, train_set, val_set, cfg, device=backend.device,

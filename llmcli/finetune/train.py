@@ -113,7 +113,8 @@ def wrap(model, cfg: TrainConfig):
                           "pick --targets among its linear layers (see the model's config)")
     torch.manual_seed(cfg.seed)
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(targets),
-                      bias="none", task_type="CAUSAL_LM")
+                      bias="none", task_type="CAUSAL_LM",
+                      fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2's Conv1D stores W transposed
     return get_peft_model(model, lora), tuple(targets)
 
 
@@ -239,10 +240,6 @@ def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> dict:
     import torch
     from peft import set_peft_model_state_dict
 
-    if not path.is_file():
-        raise LlmcliError("no checkpoint to resume for this base model, data and settings",
-                          "run without --resume to start training (a checkpoint is written at every epoch "
-                          "end and on Ctrl-C)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same answer
