@@ -17,7 +17,7 @@ from typing import Callable
 
 from llmcli.errors import LlmcliError
 from llmcli.finetune import data as D
-from llmcli.finetune.train import Outcome, Step, TrainConfig, run_key, train
+from llmcli.finetune.train import Outcome, Step, TrainConfig, resolve_targets, run_key, train
 
 ADAPTER_GGUF = "adapter.gguf"
 
@@ -60,7 +60,7 @@ def finetune(ref, opts, req: Request, hooks: Hooks = Hooks()) -> dict:
     backend = TorchBackend(replace(ref, adapter=None), replace(opts, backend="torch", compile=False),
                            reason="llmcli finetune", notify=hooks.notify, lean=False)
     try:
-        cfg = req.cfg
+        cfg = replace(req.cfg, targets=resolve_targets(backend.model, req.cfg))
         examples, cut = D.examples(backend, src, cfg.seq_len)
         if cut:
             hooks.notify(f"{cut} chat record(s) longer than --seq-len {cfg.seq_len} were cut")

@@ -97,6 +97,17 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * max(0.0, (total - step) / max(1, total - warm))
 
 
+def resolve_targets(model, cfg: TrainConfig) -> tuple[str, ...]:
+    """The layer names LoRA adapts: ``cfg.targets`` or the architecture's default, each checked."""
+    targets = cfg.targets or default_targets(model)
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise LlmcliError(f"the model has no layers named {', '.join(missing)}",
+                          "pick --targets among its linear layers (see the model's config)")
+    return tuple(targets)
+
+
 def wrap(model, cfg: TrainConfig):
     """The model with fresh LoRA layers (initialised from ``seed``)."""
     import warnings
@@ -105,12 +116,7 @@ def wrap(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # deprecations peft triggers
-    targets = cfg.targets or default_targets(model)
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in targets if t not in names]
-    if missing:
-        raise LlmcliError(f"the model has no layers named {', '.join(missing)}",
-                          "pick --targets among its linear layers (see the model's config)")
+    targets = resolve_targets(model, cfg)
     torch.manual_seed(cfg.seed)
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(targets),
                       bias="none", task_type="CAUSAL_LM",
