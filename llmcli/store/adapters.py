@@ -85,3 +85,46 @@ def folder_files(folder: Path):
 def remove_folder(path: str) -> None:
     """An adapter's own folder (inside the data dir); never raises."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+def adapter_ref(store, rec, reg) -> ModelRef:
+    """An adapter as its base model's ref with the adapter folder on top; the base must still be there
+    and unchanged."""
+    from llmcli.store.refs import ref_from_path
+
+    if not Path(rec.path).is_dir():
+        raise ModelError(f"adapter {rec.name!r} is registered but its folder is gone ({rec.path})",
+                         f"train it again, or run `llmcli models rm {rec.name}`")
+    base_rec = reg.get(rec.base)
+    if base_rec is not None and base_rec.kind != "adapter":
+        base = store.ref(base_rec, reg)
+    elif os.path.isabs(rec.base) and os.path.lexists(rec.base):
+        base = ref_from_path(Path(rec.base))
+    else:
+        raise ModelError(f"the base model {rec.base!r} of adapter {rec.name!r} is missing",
+                         "pull or import the base model again under that name, or train the adapter again")
+    check_base(rec, base)
+    return ModelRef(base.path, base.format, rec.name, "store", adapter=Path(rec.path),
+                    extra={"record": rec, "base": base})
+
+
+def add(store, name: str, staged: Path, base: BaseIdentity, training: dict):
+    import re
+
+    from llmcli.config import data_dir
+    from llmcli.store.records import ModelRecord, validate_name
+
+    validate_name(name)
+    final = data_dir() / "adapters" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}-{staged.name[-8:]}"
+    try:
+        os.replace(staged, final)
+        files = folder_files(final)
+        rec = ModelRecord(name, "adapter", path=str(final), files=files, size=sum(f.size for f in files),
+                          base=base.spec, base_sha256=base.sha256, base_stamp=base.stamp, training=training)
+        replaced = store._register(rec)
+    except BaseException:
+        remove_folder(str(final))
+        raise
+    if replaced is not None and replaced.kind == "adapter" and replaced.path != str(final):
+        remove_folder(replaced.path)
+    return store.find(name), replaced

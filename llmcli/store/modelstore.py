@@ -113,46 +113,17 @@ class ModelStore:
         return ModelRef(path, rec.format, rec.name, "store", extra={"record": rec})
 
     def _adapter_ref(self, rec: ModelRecord, reg: Registry | None) -> ModelRef:
-        """An adapter as its base model's ref with the adapter folder on top; the base must still be there
-        and unchanged."""
         from llmcli.store import adapters
 
-        if not Path(rec.path).is_dir():
-            raise ModelError(f"adapter {rec.name!r} is registered but its folder is gone ({rec.path})",
-                             f"train it again, or run `llmcli models rm {rec.name}`")
-        base_rec = (reg if reg is not None else self.snapshot()).get(rec.base)
-        if base_rec is not None and base_rec.kind != "adapter":
-            base = self.ref(base_rec, reg)
-        elif os.path.isabs(rec.base) and os.path.lexists(rec.base):
-            base = ref_from_path(Path(rec.base))
-        else:
-            raise ModelError(f"the base model {rec.base!r} of adapter {rec.name!r} is missing",
-                             "pull or import the base model again under that name, or train the adapter again")
-        adapters.check_base(rec, base)
-        return ModelRef(base.path, base.format, rec.name, "store", adapter=Path(rec.path),
-                        extra={"record": rec, "base": base})
+        return adapters.adapter_ref(self, rec, reg if reg is not None else self.snapshot())
 
     def add_adapter(self, name: str, staged: Path, base, training: dict) -> tuple[ModelRecord, ModelRecord | None]:
         """Move a finished adapter folder (``staged``, inside the data dir) into the store and register it
         as ``name`` over ``base`` (an ``adapters.BaseIdentity``); (record, the record it replaced). A
         failure leaves nothing registered and removes the folder."""
-        from llmcli.config import data_dir
         from llmcli.store import adapters
 
-        validate_name(name)
-        final = data_dir() / "adapters" / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}-{staged.name[-8:]}"
-        try:
-            os.replace(staged, final)
-            files = adapters.folder_files(final)
-            rec = ModelRecord(name, "adapter", path=str(final), files=files, size=sum(f.size for f in files),
-                              base=base.spec, base_sha256=base.sha256, base_stamp=base.stamp, training=training)
-            replaced = self._register(rec)
-        except BaseException:
-            adapters.remove_folder(str(final))
-            raise
-        if replaced is not None and replaced.kind == "adapter" and replaced.path != str(final):
-            adapters.remove_folder(replaced.path)
-        return self.find(name), replaced
+        return adapters.add(self, name, staged, base, training)
 
     def lookup(self, name: str) -> ModelRef | None:
         """A store name or alias -> ModelRef, or None when unknown."""
