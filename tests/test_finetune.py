@@ -191,3 +191,21 @@ def test_bad_inputs(bad, tiny_gpt2, tmp_path_factory):
     bad.run("finetune", *m, "missing.txt", expect=2, message="not found")
     bad.run("finetune", *m, "ok.txt", "--seq-len", "16", "--resume", expect=1, message="no checkpoint")
     bad.run("finetune", *m, "ok.txt", "--targets", "nope_proj", "--seq-len", "16", expect=1, message="nope_proj")
+
+
+def test_disk_full_while_saving_registers_nothing(bad, tiny_gpt2, tmp_path):
+    """A data dir on a 200 KB tmpfs: the rank-256 adapter does not fit; one error line, nothing registered,
+    no half-written adapter folder left."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        (bad.work / "ok.txt").write_text("Enough words for a few training sequences here. " * 10)
+        bad.run("finetune", "-m", str(tiny_gpt2), "ok.txt", "--seq-len", "16", "--epochs", "1", "--rank", "256",
+                "--as", "full", expect=1, message="No space left on device", env={"LLMCLI_DATA_DIR": str(mnt)})
+        assert not (mnt / "registry.json").exists() or "full" not in (mnt / "registry.json").read_text()
+        assert list((mnt / "adapters").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -120,9 +120,12 @@ def _stage(model, backend, root: Path, key: str, cfg: TrainConfig) -> Path:
         (staged / "README.md").unlink(missing_ok=True)  # peft's model-card stub
         if gguf_supported(backend.config.model_type):
             write_gguf_lora(get_peft_model_state_dict(model), backend.config, cfg.alpha, staged / ADAPTER_GGUF)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - OSError, or safetensors' own error type for the same causes
         shutil.rmtree(staged, ignore_errors=True)
-        raise LlmcliError(f"cannot write the adapter to {staged}: {e.strerror or e}",
+        if isinstance(e, LlmcliError):
+            raise
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise LlmcliError(f"cannot write the adapter to {staged}: {why}",
                           "free some disk space and train again (nothing was registered)") from None
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
