@@ -50,13 +50,13 @@ def _ppl(name: str, text: Path, backend: str, env: dict) -> float:
 def test_smollm2_learns_the_format_and_both_backends_use_the_adapter(gguf_path, converted_gguf, torch_cache_dir,
                                                                     facts):
     env = _env(torch_cache_dir)
-    before = _greedy(str(gguf_path), env)
+    before = _greedy(str(gguf_path), env, backend="llama.cpp")
     assert not FORMAT.match(before), before  # the base model does not know the invented format
     r = run_cli("finetune", "-m", str(gguf_path), str(facts / "facts.txt"), "--as", "codes", "--val-split", "0.2",
-                "--seq-len", "64", "--epochs", "2", "--lr", "3e-3", "--json", env=env, check=True)
+                "--seq-len", "64", "--epochs", "1", "--lr", "4e-3", "--json", env=env, check=True)
     s = json.loads(r.stdout)
-    assert s["name"] == "codes" and s["gguf"] and s["steps"] >= 12 and s["val_examples"] >= 1
-    # Stated margin: the held-out loss at least halves (measured: 2.8 → ~0.4).
+    assert s["name"] == "codes" and s["gguf"] and s["steps"] >= 8 and s["val_examples"] >= 1
+    # Stated margin: the held-out loss at least halves (measured: 2.65 → 0.25 in 10 steps).
     assert s["val_loss_after"] < 0.5 * s["val_loss_before"], s
     after = _greedy("codes", env)
     assert FORMAT.match(after), after
@@ -72,6 +72,30 @@ def test_smollm2_learns_the_format_and_both_backends_use_the_adapter(gguf_path, 
     assert s["val_loss_after"] is not None and f"{s['val_loss_after']:.4f}" in show
     import hashlib
     assert hashlib.sha256((facts / "facts.txt").read_bytes()).hexdigest() in show
+
+
+def test_chat_records_train_on_assistant_turns_only(torch_backend):
+    from llmcli.finetune.data import IGNORE, chat_example
+
+    turns = (("system", "Be brief."), ("user", "Name a colour."), ("assistant", "Blue."), ("user", "Another one?"),
+             ("assistant", "Green."))
+    ex, cut = chat_example(torch_backend, turns, 512)
+    assert not cut and len(ex.ids) == len(ex.labels)
+    assert ex.ids == tuple(torch_backend.chat_ids([__import__("llmcli.backends.base", fromlist=["Message"]).Message(r, c)
+                                                   for r, c in turns], add_generation_prompt=False))
+    spans, cur = [], []
+    for i, label in zip(ex.ids, ex.labels):
+        if label != IGNORE:
+            cur.append(i)
+        elif cur:
+            spans.append(torch_backend.detokenize(cur))
+            cur = []
+    if cur:
+        spans.append(torch_backend.detokenize(cur))
+    # each reply and its end-of-turn token (so the model learns to stop), nothing of the other turns
+    assert [s.strip() for s in spans] == ["Blue.<|im_end|>", "Green.<|im_end|>"], spans
+    short, cut = chat_example(torch_backend, turns, 10)
+    assert cut and len(short.ids) == 10
 
 
 # --- the tiny random GPT-2: resume, seed, merge, bad inputs ---------------------------------------------
@@ -130,6 +154,16 @@ def test_gpt2_trains_seed_reproduces_and_resume_equals_an_uninterrupted_run(tiny
     assert run_cli("models", "show", "c").returncode == 1  # nothing registered yet
     run_cli(*_train_args(tiny_gpt2, data, "c", "--resume"), check=True)
     assert _adapter_bytes("c") == _adapter_bytes("a")
+
+
+def test_chat_jsonl_trains_on_gpt2(tiny_gpt2, tmp_path):
+    data = tmp_path / "chats.jsonl"
+    rec = {"messages": [{"role": "user", "content": "What is the code name?"},
+                        {"role": "assistant", "content": "It is zorblat."}]}
+    data.write_text("\n".join(json.dumps(rec) for _ in range(4)) + "\n")
+    r = run_cli(*_train_args(tiny_gpt2, data, "chatty", "--seq-len", "64", "--json"), check=True)
+    s = json.loads(r.stdout)
+    assert s["kind"] == "chat" and s["train_examples"] == 4 and s["steps"] == 12
 
 
 def test_merge_gives_the_same_greedy_output_as_base_plus_adapter(tiny_gpt2, tmp_path):

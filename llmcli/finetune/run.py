@@ -57,6 +57,13 @@ def finetune(ref, opts, req: Request, hooks: Hooks = Hooks()) -> dict:
     src = D.read_source(req.data)
     val_src = D.read_source(req.val, "validation data") if req.val else None
     base = adapters.identity(ref)
+    key = run_key(base=base.sha256, data=src.sha256, val=val_src and val_src.sha256, split=req.val_split,
+                  cfg=req.cfg, name=req.name)
+    work = data_dir() / "finetune" / key
+    if req.resume and not (work / "checkpoint.pt").is_file():
+        raise LlmcliError("no checkpoint to resume for this base model, data and settings",
+                          "run without --resume to start training (a checkpoint is written at every epoch end "
+                          "and on Ctrl-C)")
     backend = TorchBackend(replace(ref, adapter=None), replace(opts, backend="torch", compile=False),
                            reason="llmcli finetune", notify=hooks.notify, lean=False)
     try:
@@ -68,13 +75,6 @@ def finetune(ref, opts, req: Request, hooks: Hooks = Hooks()) -> dict:
             train_set, val_set = examples, D.examples(backend, val_src, cfg.seq_len, keep_tail=True)[0]
         else:
             train_set, val_set = D.split(examples, req.val_split, cfg.seed)
-        key = run_key(base=base.sha256, data=src.sha256, val=val_src and val_src.sha256,
-                      split=req.val_split, cfg=cfg, name=req.name)
-        work = data_dir() / "finetune" / key
-        if req.resume and not (work / "checkpoint.pt").is_file():
-            raise LlmcliError("no checkpoint to resume for this base model, data and settings",
-                              "run without --resume to start training (a checkpoint is written at every epoch end "
-                              "and on Ctrl-C)")
         per_epoch = math.ceil(len(train_set) / cfg.grad_accum)
         hooks.started(per_epoch * cfg.epochs, len(train_set), len(val_set))
         model, out = train(backend.model, train_set, val_set, cfg, device=backend.device,
