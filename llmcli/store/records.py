@@ -64,7 +64,7 @@ class ModelRecord:
     base: str | None = None  # adapter: the base model (a store name, or an absolute path) …
     base_sha256: str | None = None  # … its content hash when the adapter was trained …
     base_stamp: str | None = None  # … and "size:mtime_ns", so an unchanged base is not re-hashed on every run
-    training: Mapping | None = None  # adapter: rank, alpha, targets, data hash, losses (llmcli finetune)
+    training: Mapping | None = field(default=None, compare=False)  # adapter: rank, alpha, targets, data hash, losses (llmcli finetune)
 
     @property
     def source(self) -> str:
