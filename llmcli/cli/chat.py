@@ -64,6 +64,7 @@ def chat(
                                         rich_help_panel=o.OUTPUT_PANEL)] = False,
     think: o.ThinkOpt = None,
     backend: o.BackendOpt = None,
+    api_key: o.ApiKeyOpt = None,
     device: o.DeviceOpt = None,
     dtype: o.DtypeOpt = None,
     ctx: o.CtxOpt = None,
@@ -131,7 +132,7 @@ def chat(
     think_mode = resolve_think_mode(think or settings.general.get("think"), _isatty(sys.stdout))
     opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=ctx, threads=threads,
                              gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code, compile=compile_)
+                             trust_remote_code=trust_remote_code, compile=compile_, api_key=api_key)
 
     model_arg = model
     if model_arg is None and loaded is not None and (loaded.model_path or loaded.model):
@@ -141,7 +142,7 @@ def chat(
 
     def loader(name: str):
         r, b = o.load_model(name, settings, opts)
-        return r.display, str(r.path), b
+        return r.display, r.location, b
 
     chat_session = None
     try:
@@ -152,7 +153,7 @@ def chat(
         conv.params = params if params.seed is not None else params.replace(seed=conv.params.seed)
         if system is not None:
             conv.set_system(system)
-        conv.model, conv.model_path = ref.display, str(ref.path)
+        conv.model, conv.model_path = ref.display, ref.location
         saver = sessions.Autosaver(path, enabled=not no_save)
         chat_session = ChatSession(engine, conv, autosaver=saver, notify=info, background_prefill=interactive,
                                    model_loader=loader)

@@ -77,6 +77,7 @@ def generate(
                                         "stderr.", rich_help_panel=o.OUTPUT_PANEL)] = False,
     think: o.ThinkOpt = None,
     backend: o.BackendOpt = None,
+    api_key: o.ApiKeyOpt = None,
     device: o.DeviceOpt = None,
     dtype: o.DtypeOpt = None,
     ctx: o.CtxOpt = None,
@@ -113,7 +114,7 @@ def generate(
     think_mode = resolve_think_mode(think or settings.general.get("think"), _isatty(sys.stdout))
     opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=ctx, threads=threads,
                              gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code, compile=compile_)
+                             trust_remote_code=trust_remote_code, compile=compile_, api_key=api_key)
     text = build_prompt(prompt, o.read_stdin_text())
     ref, engine = o.load_model(model, settings, opts)
     try:

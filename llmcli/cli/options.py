@@ -16,10 +16,15 @@ SAMPLING_PANEL = "Sampling"
 OUTPUT_PANEL = "Output"
 
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "-m", "--model", help="A .gguf file, an HF-format folder, or a name from the store. Default: the configured "
-    "default model, else the embedded SmolLM2-135M.", rich_help_panel=MODEL_PANEL, show_default=False)]
+    "-m", "--model", help="A .gguf file, an HF-format folder, a name from the store, or an OpenAI-compatible "
+    "server: http://HOST:PORT/v1 or 'http://HOST:PORT/v1#MODEL_ID'. Default: the configured default model, else "
+    "the embedded SmolLM2-135M.", rich_help_panel=MODEL_PANEL, show_default=False)]
 BackendOpt = Annotated[Optional[str], typer.Option(
-    "--backend", help="auto, llama.cpp or torch.", rich_help_panel=MODEL_PANEL, show_default=False)]
+    "--backend", help="auto, llama.cpp, torch or remote (a URL as the model selects remote).",
+    rich_help_panel=MODEL_PANEL, show_default=False)]
+ApiKeyOpt = Annotated[Optional[str], typer.Option(
+    "--api-key", help="API key for a model served at a URL (default: $LLMCLI_API_KEY, else $OPENAI_API_KEY). "
+    "Never printed or saved.", rich_help_panel=MODEL_PANEL, show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="cpu, cuda, cuda:N or mps (torch backend). Default: best available.",
     rich_help_panel=MODEL_PANEL, show_default=False)]
@@ -99,7 +104,7 @@ def sampling_params(settings, **flags) -> SamplingParams:
 
 
 def backend_options(settings, *, backend=None, device=None, dtype=None, ctx=None, threads=None, gpu_layers=None,
-                    verbose=False, allow_pickle=False, trust_remote_code=False, compile=False):
+                    verbose=False, allow_pickle=False, trust_remote_code=False, compile=False, api_key=None):
     from llmcli.backends.select import BackendOptions, normalize_backend
     from llmcli.config import DEFAULT_CTX_CAP
 
@@ -127,6 +132,7 @@ def backend_options(settings, *, backend=None, device=None, dtype=None, ctx=None
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         compile=compile,
+        api_key=api_key,
     )
 
 

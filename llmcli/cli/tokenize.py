@@ -50,6 +50,7 @@ def tokenize(
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt for --chat.",
                                                   show_default=False)] = None,
     backend: o.BackendOpt = None,
+    api_key: o.ApiKeyOpt = None,
     verbose: o.VerboseOpt = False,
 ) -> None:
     """Show the token ids of a text.
@@ -70,7 +71,7 @@ def tokenize(
         if text is None:
             raise UsageError("no text given", "pass the text as an argument or on stdin")
     settings = load_settings()
-    opts = o.backend_options(settings, backend=backend, ctx=TOKENIZE_CTX, verbose=verbose)
+    opts = o.backend_options(settings, backend=backend, ctx=TOKENIZE_CTX, verbose=verbose, api_key=api_key)
     _, engine = o.load_model(model, settings, opts)
     try:
         if chat:
@@ -101,6 +102,7 @@ def detokenize(
     model: o.ModelOpt = None,
     no_newline: Annotated[bool, typer.Option("--no-newline", "-n", help="Do not add a final newline.")] = False,
     backend: o.BackendOpt = None,
+    api_key: o.ApiKeyOpt = None,
     verbose: o.VerboseOpt = False,
 ) -> None:
     """Turn token ids back into text (special tokens shown as their text)."""
@@ -114,7 +116,7 @@ def detokenize(
         words = [stdin]
     token_ids = parse_ids(words)
     settings = load_settings()
-    opts = o.backend_options(settings, backend=backend, ctx=TOKENIZE_CTX, verbose=verbose)
+    opts = o.backend_options(settings, backend=backend, ctx=TOKENIZE_CTX, verbose=verbose, api_key=api_key)
     _, engine = o.load_model(model, settings, opts)
     try:
         sys.stdout.write(engine.detokenize(token_ids) + ("" if no_newline else "\n"))
