@@ -22,10 +22,11 @@ def gen(server, *args, **kw):
 
 
 def test_greedy_is_deterministic_and_json_record_matches_local_shape(remote_server, gguf_path):
-    a = gen(remote_server, *GREEDY, "--max-tokens", "16", "Name a fruit.", check=True)
-    b = gen(remote_server, *GREEDY, "--max-tokens", "16", "Name a fruit.", check=True)
+    story = "Write a long story about a dragon."
+    a = gen(remote_server, *GREEDY, "--max-tokens", "16", story, check=True)
+    b = gen(remote_server, *GREEDY, "--max-tokens", "16", story, check=True)
     assert a.stdout.strip() and a.stdout == b.stdout
-    rec = json.loads(gen(remote_server, *GREEDY, "--max-tokens", "16", "--json", "Name a fruit.", check=True).stdout)
+    rec = json.loads(gen(remote_server, *GREEDY, "--max-tokens", "16", "--json", story, check=True).stdout)
     local = json.loads(run_cli("generate", "-m", str(gguf_path), *GREEDY, "--max-tokens", "4", "--json", "Hi",
                                check=True).stdout)
     assert set(rec) == set(local) and set(rec["usage"]) == set(local["usage"])
@@ -169,3 +170,18 @@ def test_local_only_options_are_refused_for_a_url(bad, args):
 def test_credentials_in_url_are_refused(bad):
     r = bad.run("generate", "-m", "http://user:sk-secret@127.0.0.1:9/v1", "Hi", expect=2, message="credentials")
     assert "sk-secret" not in r.stderr
+
+
+def test_a_url_model_imports_no_local_backend_library():
+    """``generate -m URL`` loads neither torch, transformers nor llama_cpp (start-up time)."""
+    import remote_servers
+
+    port = remote_servers.free_port()
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "llmcli", "generate", "-m",
+                           f"http://127.0.0.1:{port}/v1", "Hi"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "connection refused" in proc.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "openai" in imported
+    assert not imported & {"torch", "transformers", "llama_cpp", "numpy"}, imported & {"torch", "transformers",
+                                                                                        "llama_cpp", "numpy"}
