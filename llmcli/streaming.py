@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from llmcli.backends.base import Finish, GenerationStats
+from llmcli.backends.base import Finish, GenerationStats, prompt_ids as ids_of
 from llmcli.thinking import ThinkFilter
 
 
@@ -34,6 +34,7 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
     thinking: list[str] = []
     raw: list[str] = []
     ids: list[int] = []
+    generated = 0
 
     def emit(pieces):
         for is_thinking, text in pieces:
@@ -56,12 +57,13 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
                 first_at = time.perf_counter()
             if ev.token_id >= 0:
                 ids.append(ev.token_id)
+            generated += ev.tokens
             raw.append(ev.text)
             emit(think.feed(ev.text))
         emit(think.flush())
     except KeyboardInterrupt:
         emit(think.flush())
-        stats = GenerationStats(prompt_tokens=len(prompt_ids), generated_tokens=len(ids),
+        stats = GenerationStats(prompt_tokens=len(ids_of(prompt_ids)), generated_tokens=generated,
                                 finish_reason="interrupted", seed=params.seed)
         if first_at is not None:  # the backend's own timings are lost with the stream: use ours
             stats.time_to_first_token = first_at - started

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcli.backends.base import Finish, GenerationStats, Message, SamplingParams, TokenEvent
+from llmcli.backends.base import Capabilities, Finish, GenerationStats, Message, SamplingParams, TokenEvent
 from llmcli.backends.llamacpp import LlamaCppBackend
 from llmcli.chat.conversation import Conversation
 from llmcli.chat.engine import ChatSession, ContextOverflowError
@@ -134,6 +134,7 @@ class ScriptedBackend:
     name = "scripted"
     n_ctx = 4096
     has_chat_template = True
+    capabilities = Capabilities(prefill=False, logprobs=False)
 
     def __init__(self, replies):
         self.replies = list(replies)

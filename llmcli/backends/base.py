@@ -1,7 +1,8 @@
 """The Backend interface and the value types that cross it.
 
 Commands talk to a ``Backend`` only through this module's types, so they never
-need to know whether llama.cpp or torch is behind it.
+need to know whether llama.cpp, torch or a server is behind it. The shared generation
+loop lives in ``core.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from llmcli.errors import ModelError, UsageError
+from llmcli.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,14 @@ class SamplingParams:
 
 @dataclass
 class TokenEvent:
-    """One generated token and the text it released (may be empty while a UTF-8
-    sequence or a possible stop string is still incomplete)."""
+    """Generated text as it is released (may be empty while a UTF-8 sequence or a possible stop
+    string is still incomplete). ``token_id`` is the generated id, or -1 when the backend has
+    no ids (a server's text chunk) or for the held-back tail; ``tokens`` is how many generated
+    tokens the event stands for (0 for the tail)."""
 
     token_id: int
     text: str
+    tokens: int = 1
 
 
 @dataclass
@@ -123,7 +127,7 @@ class GenerationStats:
     generated_tokens: int = 0
     time_to_first_token: float = 0.0  # seconds, includes prompt processing
     generation_seconds: float = 0.0  # after the first token
-    finish_reason: str = "stop"  # "stop" (EOS or stop string) | "length" | "interrupted"
+    finish_reason: str = "stop"  # "stop" (EOS or stop string) | "length" | "interrupted" | "error"
     seed: int | None = None
 
     @property
@@ -162,6 +166,35 @@ StreamEvent = TokenEvent | Finish
 
 
 @dataclass(frozen=True)
+class TextChunk:
+    """What a backend without token ids (a server's stream) hands ``textstream.drive``, instead of
+    an id: a piece of generated text, how many tokens it stands for, and — on the server's last
+    chunk — its finish reason ("stop" | "length"). Ids, when the server sends them, go in
+    ``token_ids``."""
+
+    text: str
+    tokens: int = 1
+    token_ids: tuple[int, ...] = ()
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt in every form a command has it: local backends evaluate ``ids``; a server backend
+    sends ``messages`` (its server applies the chat template) or ``text`` (a raw completion).
+    ``ids`` may be empty when the backend cannot tokenize. Build one with ``Backend.encode``."""
+
+    ids: tuple[int, ...] = ()
+    messages: tuple[Message, ...] = ()
+    text: str | None = None
+
+
+def prompt_ids(prompt: Prompt | Sequence[int]) -> list[int]:
+    """The ids of a prompt given as a ``Prompt`` or as plain ids."""
+    return list(prompt.ids) if isinstance(prompt, Prompt) else list(prompt)
+
+
+@dataclass(frozen=True)
 class BackendInfo:
     """What ``-v`` prints: which backend, on which device and dtype, and why."""
 
@@ -171,11 +204,45 @@ class BackendInfo:
     reason: str
 
 
+SAMPLING_FIELDS = frozenset({"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "no_repeat_ngram_size",
+                             "seed"})
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond the methods every backend has. Commands ask these, never a
+    backend's type or name, and never probe with ``getattr``.
+
+    ``sampling`` lists the SamplingParams fields the backend honours natively; a field outside it
+    set to anything but its default is refused by ``core.check_params`` with a UsageError (a
+    backend never ignores a parameter). ``max_tokens``, ``stop`` and ``n`` are always honoured:
+    the core (``textstream.drive``) and the commands implement them for every backend."""
+
+    token_ids: bool = True  # stream() reports the generated ids (a server may give only text)
+    tokenize: str = "local"  # "local" | "server" | "none": where tokenize/detokenize run
+    prefill: bool = False  # prefill(ids) evaluates a prefix ahead of the next prompt
+    logprobs: bool = False  # logprobs(ids): log p of each id given the ones before it
+    grammar: bool = False  # constrained decoding (no backend has it yet)
+    parallel: int = 1  # sequences one stream call can decode at once (1: --n runs them one by one)
+    sampling: frozenset[str] = SAMPLING_FIELDS
+
+    def unsupported(self, params: SamplingParams) -> list[str]:
+        """The fields of ``params`` this backend cannot honour: not in ``sampling`` and not at
+        their default value."""
+        defaults = SamplingParams()
+        return [name for name in sorted(SAMPLING_FIELDS - self.sampling)
+                if getattr(params, name) != getattr(defaults, name)]
+
+
 @runtime_checkable
 class Backend(Protocol):
+    """What every backend offers. Optional abilities are declared in ``capabilities``; the
+    methods behind a capability that is False raise a clear LlmcliError."""
+
     name: str
     n_ctx: int
     info: BackendInfo
+    capabilities: Capabilities
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]: ...
 
@@ -187,73 +254,17 @@ class Backend(Protocol):
 
     def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]: ...
 
+    def encode(self, *, messages: Sequence[Message] | None = None, text: str | None = None) -> Prompt: ...
+
     @property
     def has_chat_template(self) -> bool: ...
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]: ...
+    def stream(self, prompt: Prompt | Sequence[int], params: SamplingParams) -> Iterator[StreamEvent]: ...
 
-    def logprobs(self, ids: list[int]) -> list[float]: ...
+    def prefill(self, ids: Sequence[int]) -> int: ...  # capabilities.prefill
+
+    def logprobs(self, ids: list[int]) -> list[float]: ...  # capabilities.logprobs
 
     def reset(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading ids two sequences share: the part of a KV cache a new prompt can reuse."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-class SharedTextMethods:
-    """Id checks, ``detokenize``, ``token_pieces``, ``chat_prompt`` and ``chat_ids`` written once
-    for both backends, so the two render ids and chat prompts identically.
-
-    Needs ``n_vocab``, ``add_bos``, ``bos_id``, ``tokenize``, ``_piece(token, special) -> bytes``
-    and ``_template() -> ChatTemplate``."""
-
-    n_vocab: int
-    add_bos: bool
-    bos_id: int
-
-    def _piece(self, token: int, special: bool) -> bytes:  # pragma: no cover - supplied by the backend
-        raise NotImplementedError
-
-    def _template(self):  # pragma: no cover - supplied by the backend
-        raise NotImplementedError
-
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
-        raise NotImplementedError  # pragma: no cover - supplied by the backend
-
-    def _check_ids(self, ids: Sequence[int]) -> None:
-        for t in ids:
-            if not 0 <= t < self.n_vocab:
-                raise ModelError(f"token id {t} is outside the vocabulary (0..{self.n_vocab - 1})")
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        """Inverse of ``tokenize``: special tokens are rendered as their text, except the
-        BOS that tokenize adds on its own, so detokenize(tokenize(x)) == x."""
-        self._check_ids(ids)
-        ids = list(ids)
-        if ids and self.add_bos and ids[0] == self.bos_id:
-            ids = ids[1:]
-        return b"".join(self._piece(t, True) for t in ids).decode("utf-8", errors="replace")
-
-    def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        self._check_ids(ids)
-        return [self._piece(t, True).decode("utf-8", errors="backslashreplace") for t in ids]
-
-    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        return self._template().render(messages, add_generation_prompt=add_generation_prompt)
-
-    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
-        ids = self.tokenize(self.chat_prompt(messages, add_generation_prompt=add_generation_prompt),
-                            add_special=True, parse_special=True)
-        # Templates that write the BOS text themselves would otherwise get two.
-        if len(ids) >= 2 and self.bos_id is not None and ids[0] == ids[1] == self.bos_id:
-            ids = ids[1:]
-        return ids

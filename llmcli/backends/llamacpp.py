@@ -4,9 +4,9 @@ We drive llama.cpp with its low-level objects (model, context, batch, native
 sampler chain) rather than the high-level ``Llama`` class because ``Llama``
 compiles every chat template at load (a template with an unknown tag then breaks
 ``tokenize`` and ``perplexity`` too), copies logits into numpy on every token and
-re-detokenizes text. Our loop decodes one token, samples natively and hands the
-id to ``textstream.drive``; the KV cache is kept between calls and only the
-part of a new prompt that differs from what is already cached is evaluated.
+re-detokenizes text. This module supplies only llama.cpp's native steps (decode ids
+into the KV cache, cut it back, sample with the native chain, a token's bytes); the
+generation loop, prefix reuse and stream semantics are ``core.LocalBackend``'s.
 """
 
 from __future__ import annotations
@@ -15,20 +15,14 @@ import ctypes
 import functools
 import math
 import os
-import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from llmcli.backends.base import (BackendInfo, GenerationStats, SamplingParams, SharedTextMethods, StreamEvent,
-                                  common_prefix_len)
+from llmcli.backends.base import BackendInfo, SamplingParams
+from llmcli.backends.core import LocalBackend
 from llmcli.backends.hardware import physical_cores
-from llmcli.backends.sampling import NgramBlocker
-from llmcli.backends.textstream import drive
-from llmcli.chat_template import ChatTemplate
+from llmcli.backends.sampling import PENALTY_LAST_N, NgramBlocker
 from llmcli.errors import BackendError, ModelError
-
-# llama.cpp's default penalty window; the torch backend uses the same one.
-PENALTY_LAST_N = 64
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,8 +50,13 @@ def model_params(llama_cpp):
     return params
 
 
-class LlamaCppBackend(SharedTextMethods):
+class LlamaCppBackend(LocalBackend):
     name = "llama.cpp"
+    # Only the part of the cache evaluated as prompt batches of >= 2 tokens is reused, and the last
+    # two prompt ids are always evaluated again (fresh logits, and no lone-token batch): a reply never
+    # depends on what the cache held before (a lone token's keys/values differ in the last bits).
+    MIN_FRESH = 2
+    REUSE_DECODED = False
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
                  gpu_layers: int = 0, batch: int = 512, verbose: bool = False, reason: str = ""):
@@ -105,10 +104,6 @@ class LlamaCppBackend(SharedTextMethods):
         self.n_vocab = self._model.n_vocab()
         self.metadata = self._model.metadata()
         self._cached: list[int] = []  # ids whose keys/values are in the KV cache, in order
-        # Length of the prefix of _cached that was evaluated as prompt, in batches of >= 2 tokens: only
-        # that part is reused, so a reply never depends on what the cache held before (generated tokens
-        # are decoded one at a time, and a lone token's keys/values differ in the last bits).
-        self._exact = 0
         self._piece_buf = ctypes.create_string_buffer(256)
         self._internals = _internals
         bos = self._model.token_bos()
@@ -142,21 +137,13 @@ class LlamaCppBackend(SharedTextMethods):
         return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
 
     # --- chat template ------------------------------------------------------------------------
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(self.metadata.get("tokenizer.chat_template"))
+    def _template_source(self) -> str | None:
+        return self.metadata.get("tokenizer.chat_template") or None
 
-    def _template(self) -> ChatTemplate:
-        tpl = getattr(self, "_tpl", None)
-        if tpl is None:
-            source = self.metadata.get("tokenizer.chat_template")
-            if not source:
-                raise ModelError("this model has no chat template", "use --raw to send the text as is")
-            bos = self._model.token_get_text(self.bos_id) if self.bos_id is not None else ""
-            eos_id = self._model.token_eos()
-            eos = self._model.token_get_text(eos_id) if eos_id >= 0 else ""
-            tpl = self._tpl = ChatTemplate(source, bos_token=bos, eos_token=eos)
-        return tpl
+    def _template_specials(self) -> tuple[str, str]:
+        bos = self._model.token_get_text(self.bos_id) if self.bos_id is not None else ""
+        eos_id = self._model.token_eos()
+        return bos, (self._model.token_get_text(eos_id) if eos_id >= 0 else "")
 
     # --- evaluation ---------------------------------------------------------------------------
     def _chunks(self, n: int) -> Iterator[tuple[int, int]]:
@@ -173,26 +160,34 @@ class LlamaCppBackend(SharedTextMethods):
     def _decode(self, ids: Sequence[int], *, all_logits: bool = False):
         """Append ``ids`` to the KV cache; yields each batch's size after decoding it."""
         for i, size in self._chunks(len(ids)):
-            chunk = ids[i:i + size]
-            self._batch.set_batch(chunk, len(self._cached), all_logits)
-            try:
-                self._ctx.decode(self._batch)
-            except RuntimeError as e:
-                self._forget_from(len(self._cached))
-                raise BackendError(f"llama.cpp failed to evaluate the prompt ({e})") from None
-            self._cached.extend(chunk)
-            yield len(chunk)
+            self._step(ids[i:i + size], all_logits)
+            yield size
 
-    def _forget_from(self, pos: int) -> None:
-        self._ctx.kv_cache_seq_rm(-1, pos, -1)
-        del self._cached[pos:]
-        self._exact = min(self._exact, pos)
+    def _evaluate(self, ids: Sequence[int]) -> None:
+        for _ in self._decode(ids):
+            pass
+
+    def _step(self, ids, all_logits: bool = False) -> None:
+        """Decode one batch (one generated id in the hot loop) at the end of the cache."""
+        if type(ids) is int:  # noqa: E721
+            ids = (ids,)
+        self._batch.set_batch(ids, len(self._cached), all_logits)
+        try:
+            self._ctx.decode(self._batch)
+        except RuntimeError as e:
+            self._truncate(len(self._cached))  # drop what the failed batch left in the cache
+            raise BackendError(f"llama.cpp failed to evaluate the tokens ({e})") from None
+        self._cached.extend(ids)
+
+    def _truncate(self, keep: int) -> None:
+        self._ctx.kv_cache_seq_rm(-1, keep, -1)
+        del self._cached[keep:]
 
     def reset(self) -> None:
         """Drop the whole KV cache (chat: /clear)."""
-        self._forget_from(0)
+        self._truncate(0)
 
-    def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int]):
+    def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int]) -> _NativeSampler:
         s = self._internals.LlamaSampler()
         if params.repeat_penalty != 1.0:
             s.add_penalties(self.n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
@@ -210,75 +205,12 @@ class LlamaCppBackend(SharedTextMethods):
             s.add_min_p(params.min_p, 1)
             s.add_temp(params.temperature)
             s.add_dist(seed)
-        return s, blocker
+        return _NativeSampler(self._ll.llama_sampler_sample, s, self._ctx.ctx, blocker)
 
-    def _raw_ids(self, prompt_ids: list[int], params: SamplingParams, seed: int,
-                 stats: GenerationStats) -> Iterator[int]:
-        keep = self._reusable(prompt_ids)
-        self._forget_from(keep)
-        stats.prompt_tokens_processed = len(prompt_ids) - keep
-        for _ in self._decode(prompt_ids[keep:]):
-            pass
-        self._exact = len(prompt_ids)
-        sampler, blocker = self._sampler(params, seed, prompt_ids)
-        try:
-            sample = self._ll.llama_sampler_sample
-            while True:
-                tok = sample(sampler.sampler, self._ctx.ctx, -1)
-                yield tok
-                if len(self._cached) >= self.n_ctx:
-                    return
-                if blocker is not None:
-                    blocker.append(tok)
-                for _ in self._decode([tok]):
-                    pass
-        finally:
-            sampler.close()
-
-    def _reusable(self, ids: Sequence[int]) -> int:
-        """How many leading ids can keep their cached keys/values. At least two tokens are evaluated
-        again (fresh logits for the last one, and no lone-token batch), so the result is bit-identical
-        to evaluating ``ids`` from an empty cache."""
-        keep = min(common_prefix_len(self._cached, ids), self._exact)
-        return min(keep, max(len(ids) - 2, 0))
-
-    def prefill(self, ids: Sequence[int]) -> int:
-        """Evaluate ``ids`` into the KV cache without generating, so that a later prompt starting with
-        them evaluates only what follows. Chat calls it with the conversation including the reply just
-        generated, while the user types the next message. Returns how many tokens were evaluated."""
-        ids = list(ids)
-        if len(ids) < 2 or len(ids) >= self.n_ctx:
-            return 0
-        self._check_ids(ids)
-        if min(common_prefix_len(self._cached, ids), self._exact) >= len(ids):
-            return 0
-        keep = self._reusable(ids)
-        self._forget_from(keep)
-        for _ in self._decode(ids[keep:]):
-            pass
-        self._exact = len(ids)
-        return len(ids) - keep
-
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
-        if not prompt_ids:
-            raise ModelError("the prompt is empty after tokenization")
-        if len(prompt_ids) >= self.n_ctx:
-            raise ModelError(f"the prompt is {len(prompt_ids)} tokens but the context window is {self.n_ctx}",
-                             "shorten the input or raise --ctx (up to the model's "
-                             f"{self.n_ctx_train})")
-        seed = params.seed if params.seed is not None else random.randrange(2**31)
-        stats = GenerationStats(prompt_tokens=len(prompt_ids), seed=seed)
-        return drive(self._raw_ids(list(prompt_ids), params, seed, stats), piece=lambda t: self._piece(t, False),
-                     is_end=self.is_end, params=params, stats=stats)
-
-    def logprobs(self, ids: list[int]) -> list[float]:
-        """log p(ids[i] | ids[:i]) for i >= 1, one forward pass over the window."""
+    def _logprobs(self, ids: list[int]) -> list[float]:
+        """One forward pass over the window, logits of every position."""
         import numpy as np
 
-        if len(ids) > self.n_ctx:
-            raise ModelError(f"{len(ids)} tokens do not fit the context window of {self.n_ctx}")
-        self._check_ids(ids)
-        self._forget_from(0)
         out: list[float] = []
         pos = 0
         for n in self._decode(ids, all_logits=True):
@@ -290,8 +222,6 @@ class LlamaCppBackend(SharedTextMethods):
                 if j < len(ids):
                     out.append(float(logits[r, ids[j]] - lse[r]))
             pos += n
-        # Logits for every position were requested: the cached state is still valid for reuse.
-        self._exact = len(ids) if len(ids) >= 2 else 0
         return out
 
     def close(self) -> None:
@@ -300,6 +230,25 @@ class LlamaCppBackend(SharedTextMethods):
             if o is not None:
                 o.close()
                 setattr(self, obj, None)
+
+
+class _NativeSampler:
+    """llama.cpp's sampler chain for one stream; the logits live in the context."""
+
+    __slots__ = ("_sample", "_chain", "_ctx", "_blocker")
+
+    def __init__(self, sample, chain, ctx, blocker: NgramBlocker | None):
+        self._sample, self._chain, self._ctx, self._blocker = sample, chain, ctx, blocker
+
+    def pick(self, _state) -> int:
+        return self._sample(self._chain.sampler, self._ctx, -1)
+
+    def accept(self, token: int) -> None:
+        if self._blocker is not None:
+            self._blocker.append(token)
+
+    def close(self) -> None:
+        self._chain.close()
 
 
 def _ban_tokens(blocker: NgramBlocker):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# llama.cpp's default repeat-penalty window (penalty_last_n), used by both local backends.
+PENALTY_LAST_N = 64
+
 
 class NgramBlocker:
     """``no_repeat_ngram_size``: forbid any token that would complete an n-gram

@@ -1,6 +1,7 @@
-"""Backend-independent token-stream plumbing: incremental UTF-8 decoding, stop
-strings, max-tokens and timing. Both backends hand this module a plain iterator of
-token ids; everything a user sees about a stream is decided here, once."""
+"""Backend-independent stream semantics: incremental UTF-8 decoding, stop strings,
+max-tokens and timing. Local backends hand this module a plain iterator of token ids, a
+server backend an iterator of text chunks; everything a user sees about a stream is
+decided here, once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import codecs
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from llmcli.backends.base import Finish, GenerationStats, SamplingParams, StreamEvent, TokenEvent
+from llmcli.backends.base import Finish, GenerationStats, SamplingParams, StreamEvent, TextChunk, TokenEvent
 
 
 def held_suffix_len(text: str, patterns: Sequence[str]) -> int:
@@ -53,56 +54,74 @@ class StopScanner:
 
 
 def drive(
-    raw_ids: Iterable[int],
+    source: Iterable[int] | Iterable[TextChunk],
     *,
-    piece: Callable[[int], bytes],
-    is_end: Callable[[int], bool],
     params: SamplingParams,
     stats: GenerationStats,
+    piece: Callable[[int], bytes] | None = None,
+    is_end: Callable[[int], bool] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Iterator[StreamEvent]:
-    """Turn raw sampled ids into TokenEvents and a final Finish.
+    """Turn a backend's native output into TokenEvents and a final Finish.
 
-    ``raw_ids`` is the backend's native sampling loop (prompt processing happens
-    before its first id). ``stats`` arrives with the prompt counts filled in.
-    A KeyboardInterrupt while waiting for the next id ends the stream with
-    finish_reason "interrupted" and is then re-raised by the caller's loop.
+    ``source`` yields either raw sampled ids (a local backend's loop; ``piece`` gives an id's
+    bytes and ``is_end`` says whether it ends the text) or ``TextChunk``s (a server's stream),
+    and the same rules apply to both: UTF-8 is assembled from bytes, stop strings are cut on
+    the text, ``max_tokens`` counts generated tokens, and the timings are taken here.
+    Prompt processing happens before the source's first item; ``stats`` arrives with the
+    prompt counts filled in (a server backend may update them before its last chunk).
+    A KeyboardInterrupt while waiting for the next item ends the stream with finish_reason
+    "interrupted" and is then re-raised to the caller's loop.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     stopper = StopScanner(params.stop)
     ids: list[int] = []
     parts: list[str] = []
+    count = 0
     hit_stop = False
     start = clock()
     first_at = None
     stats.finish_reason = "length"
-    iterator = iter(raw_ids)
+    iterator = iter(source)
+    limit = params.max_tokens
     try:
-        while params.max_tokens is None or len(ids) < params.max_tokens:
+        while limit is None or count < limit:
             try:
-                tok = next(iterator)
+                item = next(iterator)
             except StopIteration:
                 break  # the backend ran out of context window
             now = clock()
             if first_at is None:
                 first_at = now
                 stats.time_to_first_token = now - start
-            if is_end(tok):
-                stats.finish_reason = "stop"
-                break
-            ids.append(tok)
-            text, hit_stop = stopper.feed(decoder.decode(piece(tok)))
+            if type(item) is int:  # noqa: E721 - the hot path: one id from a local backend
+                if is_end(item):
+                    stats.finish_reason = "stop"
+                    break
+                ids.append(item)
+                count += 1
+                tid, n = item, 1
+                text, hit_stop = stopper.feed(decoder.decode(piece(item)))
+            else:
+                ids.extend(item.token_ids)
+                count += item.tokens
+                tid, n = (item.token_ids[-1] if item.token_ids else -1), item.tokens
+                text, hit_stop = stopper.feed(item.text) if item.text else ("", False)
             if text:
                 parts.append(text)
-            yield TokenEvent(tok, text)
+            if text or n:
+                yield TokenEvent(tid, text, n)
             if hit_stop:
                 stats.finish_reason = "stop"
+                break
+            if type(item) is not int and item.finish_reason:  # noqa: E721
+                stats.finish_reason = item.finish_reason
                 break
     except KeyboardInterrupt:
         stats.finish_reason = "interrupted"
         raise
     finally:
-        stats.generated_tokens = len(ids)
+        stats.generated_tokens = count
         if first_at is not None:
             stats.generation_seconds = clock() - first_at
         close = getattr(iterator, "close", None)
@@ -115,5 +134,5 @@ def drive(
             tail += stopper.flush()
         if tail:
             parts.append(tail)
-            yield TokenEvent(-1, tail)
+            yield TokenEvent(-1, tail, 0)
     yield Finish("".join(parts), ids, stats)

@@ -19,17 +19,15 @@ llama.cpp.
 
 from __future__ import annotations
 
-import json
-import random
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 
-from llmcli.backends.base import (BackendInfo, GenerationStats, SamplingParams, SharedTextMethods, StreamEvent,
-                                  common_prefix_len)
-from llmcli.backends.textstream import drive
+from llmcli.backends.base import BackendInfo, SamplingParams
+from llmcli.backends.core import LocalBackend
+from llmcli.backends.torch_cache import growing_layer_class
+from llmcli.backends.torch_checks import check_architecture, check_hf_folder, read_config
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
 
@@ -41,7 +39,6 @@ EOG_TEXTS = frozenset({"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "
                        "<|fim_pad|>", "<fim-pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
                        "<REPO>", "<reponame>", "<|file_sep|>"})
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
 def _stderr(message: str) -> None:
@@ -49,139 +46,9 @@ def _stderr(message: str) -> None:
     sys.stderr.flush()
 
 
-# --- checks that need no torch ---------------------------------------------------------------------
-
-def check_hf_folder(folder: Path, *, allow_pickle: bool) -> str:
-    """"safetensors" or "pickle" (allowed); a ModelError for anything else."""
-    if not folder.is_dir():
-        raise ModelError(f"{folder} is not a folder")
-    if not (folder / "config.json").is_file():
-        raise ModelError(f"{folder} has no config.json, so it is not an HF-format model folder",
-                         "pass a folder with config.json + *.safetensors, or a .gguf file")
-    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
-        return "safetensors"
-    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in folder.glob(pattern)
-                     if p.name != "training_args.bin")
-    if pickles:
-        if not allow_pickle:
-            raise ModelError(f"{folder} has only pickle weights ({', '.join(pickles[:3])}), and loading pickle "
-                             "can run arbitrary code",
-                             "pass --allow-pickle if you trust this model, or convert it to safetensors")
-        return "pickle"
-    raise ModelError(f"{folder} has no weights (*.safetensors)", "download the model's safetensors files")
-
-
-def read_config(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ModelError(f"cannot read {folder / 'config.json'}: {e}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{folder / 'config.json'} is not a JSON object")
-    return data
-
-
-def check_architecture(config: dict, *, known_types, causal_types, causal_names, masked_lm_types,
-                       trust_remote_code: bool, transformers_version: str = "") -> None:
-    """Refuse what transformers cannot build or what cannot generate text, in one line.
-
-    Pure: the transformers tables are passed in (``known_types`` = CONFIG_MAPPING keys,
-    ``causal_types``/``causal_names`` = model types/classes of the causal-LM auto mapping,
-    ``masked_lm_types`` = model types with a masked-LM (encoder) head)."""
-    model_type = config.get("model_type")
-    remote = "auto_map" in config
-    if remote and not trust_remote_code and model_type not in known_types:
-        raise ModelError(f"this model ({model_type or 'custom'}) needs its own Python code from the model folder",
-                         "pass --trust-remote-code if you trust its authors")
-    if remote and trust_remote_code:
-        return
-    if not model_type:
-        raise ModelError("config.json has no model_type, so transformers cannot tell the architecture")
-    if model_type not in known_types:
-        raise ModelError(f"transformers {transformers_version} does not know the model architecture {model_type!r}",
-                         "upgrade transformers, or use a GGUF of this model with the llama.cpp backend")
-    archs = config.get("architectures") or []
-    if config.get("is_encoder_decoder"):
-        raise ModelError(f"{archs[0] if archs else model_type} is an encoder-decoder model, not a text-generation "
-                         "(decoder-only) model", "llmcli generates with causal language models (…ForCausalLM)")
-    if archs:
-        ok = any(a in causal_names or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-    else:
-        ok = model_type in causal_types and not (model_type in masked_lm_types and not config.get("is_decoder"))
-    if not ok:
-        raise ModelError(f"{archs[0] if archs else model_type} is not a text-generation model",
-                         "llmcli generates with causal language models (…ForCausalLM / …LMHeadModel)")
-
-
-# --- a KV cache layer that grows in place ----------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def _growing_layer_class():
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        """DynamicLayer semantics, but keys/values live in a pre-allocated buffer that doubles
-        when full, so appending a token is a copy of one row instead of a ``torch.cat`` of
-        the whole cache; truncating (prefix reuse) is free."""
-
-        MIN_CAPACITY = 256
-
-        def lazy_initialization(self, key_states, value_states) -> None:
-            super().lazy_initialization(key_states, value_states)
-            self.length = 0
-            self._k = self._v = None
-
-        def _grow(self, need: int, key_states, value_states) -> None:
-            cap = max(need, self.MIN_CAPACITY, 2 * (self._k.shape[-2] if self._k is not None else 0))
-            b, h = key_states.shape[:2]
-            k = torch.empty((b, h, cap, key_states.shape[-1]), dtype=key_states.dtype, device=key_states.device)
-            v = torch.empty((b, value_states.shape[1], cap, value_states.shape[-1]), dtype=value_states.dtype,
-                            device=value_states.device)
-            if self._k is not None and self.length:
-                k[:, :, : self.length].copy_(self._k[:, :, : self.length])
-                v[:, :, : self.length].copy_(self._v[:, :, : self.length])
-            self._k, self._v = k, v
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            n = key_states.shape[-2]
-            need = self.length + n
-            if self._k is None or need > self._k.shape[-2]:
-                self._grow(need, key_states, value_states)
-            self._k[:, :, self.length:need].copy_(key_states)
-            self._v[:, :, self.length:need].copy_(value_states)
-            self.length = need
-            self.keys = self._k[:, :, :need]
-            self.values = self._v[:, :, :need]
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length if self.is_initialized else 0
-
-        def truncate(self, length: int) -> None:
-            if self.is_initialized and length < self.length:
-                self.length = length
-                self.keys = self._k[:, :, :length]
-                self.values = self._v[:, :, :length]
-
-        def crop(self, tokens_to_remove: int) -> None:
-            if tokens_to_remove < 0:
-                self.truncate(max(0, self.length + tokens_to_remove))
-
-        def reset(self) -> None:
-            self.length = 0
-            self._k = self._v = None
-            self.keys = self.values = None
-            self.is_initialized = False
-
-    return GrowingLayer
-
-
 # --- the backend -----------------------------------------------------------------------------------
 
-class TorchBackend(SharedTextMethods):
+class TorchBackend(LocalBackend):
     name = "torch"
 
     def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None):
@@ -390,21 +257,8 @@ class TorchBackend(SharedTextMethods):
             src = src.get("default") or next(iter(src.values()), None)
         return src or None
 
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(self._template_source())
-
-    def _template(self):
-        from llmcli.chat_template import ChatTemplate
-
-        tpl = getattr(self, "_tpl", None)
-        if tpl is None:
-            source = self._template_source()
-            if not source:
-                raise ModelError("this model has no chat template", "use --raw to send the text as is")
-            tpl = self._tpl = ChatTemplate(source, bos_token=self._tok.bos_token or "",
-                                           eos_token=self._tok.eos_token or "")
-        return tpl
+    def _template_specials(self) -> tuple[str, str]:
+        return self._tok.bos_token or "", self._tok.eos_token or ""
 
     # --- the KV cache ------------------------------------------------------------------------------
     def _new_cache(self):
@@ -415,7 +269,7 @@ class TorchBackend(SharedTextMethods):
         cache = DynamicCache(config=self.config)
         from transformers.cache_utils import DynamicLayer
 
-        growing = _growing_layer_class()
+        growing = growing_layer_class()
         cache.layers = [growing() if type(layer) is DynamicLayer else layer for layer in cache.layers]
         self._lean_cache = self._lean is not None and len(cache.layers) == len(self._lean.layers) and all(
             type(layer) is growing for layer in cache.layers)
@@ -431,7 +285,7 @@ class TorchBackend(SharedTextMethods):
             return
         from transformers.cache_utils import StaticLayer
 
-        growing = _growing_layer_class()
+        growing = growing_layer_class()
         layers = getattr(self._cache, "layers", [])
         if keep > 0 and layers and all(type(layer) in (growing, StaticLayer) for layer in layers):
             for layer in layers:
@@ -479,71 +333,23 @@ class TorchBackend(SharedTextMethods):
                  logits_to_keep=0 if all_logits else 1)
         return out.logits[0] if all_logits else out.logits[0, -1]
 
-    def _prefill(self, ids: Sequence[int]):
+    def _evaluate(self, ids: Sequence[int]):
         logits = None
         for i in range(0, len(ids), PREFILL_CHUNK):
             logits = self._forward(ids[i:i + PREFILL_CHUNK])
         return logits
 
-    def prefill(self, ids: Sequence[int]) -> int:
-        """Evaluate ``ids`` into the KV cache without generating, so a later prompt starting with them
-        evaluates only what follows (chat calls it with the conversation so far while the user types).
-        Returns how many tokens were evaluated."""
-        ids = list(ids)
-        if len(ids) < 2 or len(ids) >= self.n_ctx:
-            return 0
-        self._check_ids(ids)
-        keep = common_prefix_len(self._cached, ids)
-        if keep >= len(ids):
-            return 0
-        self._truncate(keep)
-        keep = len(self._cached)
-        self._prefill(ids[keep:])
-        return len(ids) - keep
+    def _step(self, token: int):
+        return self._forward((token,), step=True)
 
-    # --- generation --------------------------------------------------------------------------------
-    def _raw_ids(self, prompt_ids: list[int], params: SamplingParams, seed: int,
-                 stats: GenerationStats) -> Iterator[int]:
+    def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int]):
         from llmcli.backends.torch_sampling import TokenPicker
 
-        torch = self._torch
-        keep = common_prefix_len(self._cached, prompt_ids)
-        if keep == len(prompt_ids):
-            keep -= 1  # the last prompt token's logits are needed: evaluate it again
-        self._truncate(keep)
-        keep = len(self._cached)
-        stats.prompt_tokens_processed = len(prompt_ids) - keep
-        logits = self._prefill(prompt_ids[keep:])
-        with torch.inference_mode():
-            picker = TokenPicker(params, seed, prompt_ids, device=self.device)
-        while True:
-            with torch.inference_mode():
-                tok = picker.pick(logits)
-            yield tok
-            if len(self._cached) >= self.n_ctx:
-                return
-            picker.accept(tok)
-            logits = self._forward((tok,), step=True)
+        return TokenPicker(params, seed, history, device=self.device)
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
-        if not prompt_ids:
-            raise ModelError("the prompt is empty after tokenization")
-        if len(prompt_ids) >= self.n_ctx:
-            raise ModelError(f"the prompt is {len(prompt_ids)} tokens but the context window is {self.n_ctx}",
-                             f"shorten the input or raise --ctx (up to the model's {self.n_ctx_train})")
-        self._check_ids(prompt_ids)
-        seed = params.seed if params.seed is not None else random.randrange(2**31)
-        stats = GenerationStats(prompt_tokens=len(prompt_ids), seed=seed)
-        return drive(self._raw_ids(list(prompt_ids), params, seed, stats), piece=lambda t: self._piece(t, False),
-                     is_end=self.is_end, params=params, stats=stats)
-
-    def logprobs(self, ids: list[int]) -> list[float]:
-        """log p(ids[i] | ids[:i]) for i >= 1, in chunks of PREFILL_CHUNK positions."""
+    def _logprobs(self, ids: list[int]) -> list[float]:
+        """In chunks of PREFILL_CHUNK positions."""
         torch = self._torch
-        if len(ids) > self.n_ctx:
-            raise ModelError(f"{len(ids)} tokens do not fit the context window of {self.n_ctx}")
-        self._check_ids(ids)
-        self._truncate(0)
         out: list[float] = []
         for start in range(0, len(ids), PREFILL_CHUNK):
             chunk = ids[start:start + PREFILL_CHUNK]

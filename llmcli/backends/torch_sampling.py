@@ -14,9 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from llmcli.backends.base import SamplingParams
-from llmcli.backends.sampling import NgramBlocker
-
-PENALTY_LAST_N = 64  # llama.cpp's default window; the llama.cpp backend uses the same
+from llmcli.backends.sampling import PENALTY_LAST_N, NgramBlocker
 
 
 def apply_repeat_penalty(logits, ids: Sequence[int], penalty: float) -> None:
@@ -81,16 +79,20 @@ class TokenPicker:
     def pick(self, logits) -> int:
         import torch
 
-        p = self.params
-        x = self.scores(logits)
-        if p.greedy:
-            return int(torch.argmax(x).item())
-        vocab = x.shape[0]
-        if 0 < p.top_k < vocab:
-            vals, idx = torch.topk(x, p.top_k)
-        else:
-            vals, idx = torch.sort(x, descending=True)
-        vals = vals.masked_fill(~keep_mask(vals, p), -math.inf)
-        probs = torch.softmax(vals / p.temperature, dim=0)
-        choice = torch.multinomial(probs, 1, generator=self.generator)
-        return int(idx[choice].item())
+        with torch.inference_mode():
+            p = self.params
+            x = self.scores(logits)
+            if p.greedy:
+                return int(torch.argmax(x).item())
+            vocab = x.shape[0]
+            if 0 < p.top_k < vocab:
+                vals, idx = torch.topk(x, p.top_k)
+            else:
+                vals, idx = torch.sort(x, descending=True)
+            vals = vals.masked_fill(~keep_mask(vals, p), -math.inf)
+            probs = torch.softmax(vals / p.temperature, dim=0)
+            choice = torch.multinomial(probs, 1, generator=self.generator)
+            return int(idx[choice].item())
+
+    def close(self) -> None:
+        pass

@@ -4,7 +4,7 @@ and a ``notify`` function for messages meant for stderr.
 
 Prefix reuse: every turn renders the whole (fitted) conversation with the model's chat
 template and tokenizes it; the backend evaluates only the ids after the prefix it already
-holds. After a reply, ``prefill`` (when the backend has it) evaluates the reply as part of
+holds. After a reply, ``prefill`` (when the backend's capabilities say it has one) evaluates the reply as part of
 the prompt prefix — in a background thread while the user types — so the next turn
 processes only the new message and the reply is bit-identical to what a fresh process
 given the same conversation produces (llama.cpp computes the keys/values of a token
@@ -140,8 +140,8 @@ class ChatSession:
 
     # --- background prefill --------------------------------------------------------------------
     def schedule_prefill(self) -> None:
-        fn = getattr(self.backend, "prefill", None)
-        if fn is None or self.conv.pending:
+        backend = self.backend
+        if not backend.capabilities.prefill or self.conv.pending:
             return
         ids = self._ids(generation=False)
         if len(ids) < 2 or len(ids) + self.reserve >= self.backend.n_ctx:
@@ -149,7 +149,7 @@ class ChatSession:
 
         def work() -> None:
             try:
-                self.prefilled_tokens = fn(ids)
+                self.prefilled_tokens = backend.prefill(ids)
             except BaseException as e:  # noqa: BLE001 - an optimisation must never break the chat
                 self.prefill_error = e
 

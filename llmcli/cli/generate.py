@@ -118,17 +118,18 @@ def generate(
     text = build_prompt(prompt, o.read_stdin_text())
     ref, engine = o.load_model(model, settings, opts)
     try:
-        prompt_text = None
         if raw or not engine.has_chat_template:
             if not raw and verbose:
                 info("the model has no chat template: sending the prompt as is")
-            ids = engine.tokenize(text, add_special=True, parse_special=True)
+            prompt_obj = engine.encode(text=text)
+            prompt_text = None
         else:
             messages = ([Message("system", system)] if system else []) + [Message("user", text)]
-            prompt_text = engine.chat_prompt(messages)
-            ids = engine.chat_ids(messages)
-        if len(ids) >= engine.n_ctx:
-            raise UsageError(f"the prompt is {len(ids)} tokens but the context window is {engine.n_ctx} tokens",
+            prompt_obj = engine.encode(messages=messages)
+            prompt_text = prompt_obj.text
+        n_ids = len(prompt_obj.ids)
+        if n_ids >= engine.n_ctx:
+            raise UsageError(f"the prompt is {n_ids} tokens but the context window is {engine.n_ctx} tokens",
                              "shorten the input, or raise --ctx if the model allows more")
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
         records = []
@@ -137,7 +138,7 @@ def generate(
             sink = NullSink() if (json_out or jsonl) else TextSink(think_mode)
             if i and not (json_out or jsonl):
                 sys.stdout.write("\n")
-            reply = run_stream(engine, ids, sample_params, sink, think_filter_for(prompt_text))
+            reply = run_stream(engine, prompt_obj, sample_params, sink, think_filter_for(prompt_text))
             if not (json_out or jsonl):
                 sink.end()
             if stats or verbose:

@@ -7,6 +7,8 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
+from llmcli import formats
+
 # "model-00001-of-00003.gguf": llama.cpp's gguf-split naming.
 SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
@@ -38,7 +40,7 @@ HF_ALLOWED = [
     "chat_template.jinja", "chat_template.json", "preprocessor_config.json", "processor_config.json",
     "*.safetensors", "*.safetensors.index.json",
 ]
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+PICKLE_SUFFIXES = formats.PICKLE_SUFFIXES  # one list for the store and the torch backend
 
 
 def quant_of(filename: str) -> str | None:
