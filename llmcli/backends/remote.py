@@ -69,7 +69,8 @@ class RemoteBackend:
         self.engine = ENGINES.get(getattr(card, "owned_by", None), GENERIC)
         self.n_ctx = _server_ctx(card) or UNKNOWN_CTX
         self.capabilities = Capabilities(token_ids=False, tokenize="server" if self.engine.tokenize else "none",
-                                         prefill=False, logprobs=False, sampling=self.engine.sampling)
+                                         count_chat=self.engine.tokenize in ("llama.cpp", "vllm"), prefill=False,
+                                         logprobs=False, sampling=self.engine.sampling)
         self.info = BackendInfo("remote", f"{self.engine.name} at {url}", "(server)",
                                 f"{reason}; model id {self.model_id!r}")
         self.last_ids: list[int] = []
@@ -148,8 +149,10 @@ class RemoteBackend:
 
     # --- generation ---------------------------------------------------------------------------
     def stream(self, prompt: Prompt | Sequence[int], params: SamplingParams) -> Iterator[StreamEvent]:
-        if not isinstance(prompt, Prompt) or not (prompt.messages or prompt.text is not None):
+        if not isinstance(prompt, Prompt):
             raise UsageError("a server takes the prompt as messages or text, not token ids")
+        if not prompt.messages and not prompt.text:
+            raise ModelError("the prompt is empty")
         stats = open_stream(self, None, params)
         # The server counts tokens and applies max_tokens itself: a chunk may hold several tokens.
         return drive(self._chunks(prompt, params, stats), params=params.replace(max_tokens=None), stats=stats)

@@ -148,10 +148,13 @@ def generate(
                 sys.stdout.write(dumps(record) + "\n")
                 sys.stdout.flush()
             records.append(record)
-            if reply.interrupted:
+            if reply.interrupted or reply.error is not None:
+                # What was generated stays: the record (finish_reason "interrupted" | "error"), then exit.
                 if json_out:
                     sys.stdout.write(dumps(records[0] if params.n == 1 else records) + "\n")
                 sys.stdout.flush()
+                if reply.error is not None:
+                    raise reply.error
                 raise typer.Exit(130)
         if json_out:
             sys.stdout.write(dumps(records[0] if params.n == 1 else records) + "\n")
