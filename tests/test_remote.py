@@ -185,3 +185,15 @@ def test_a_url_model_imports_no_local_backend_library():
     assert "openai" in imported
     assert not imported & {"torch", "transformers", "llama_cpp", "numpy"}, imported & {"torch", "transformers",
                                                                                         "llama_cpp", "numpy"}
+
+
+def test_prompt_longer_than_the_server_window_is_one_clean_error(remote_server, bad):
+    long_prompt = "word " * 3000  # the servers run with a 2048-token window
+    r = bad.run("generate", "-m", remote_server.url, "--max-tokens", "4", long_prompt, expect=r_code(remote_server))
+    assert remote_server.url in r.stderr
+
+
+def r_code(server) -> int:
+    """llama-server refuses the request (HTTP 400: a usage error); llama-cpp-python's server starts
+    the stream and ends it without a reply (a server error)."""
+    return 2 if server.kind == "llama-server" else 1

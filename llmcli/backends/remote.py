@@ -59,7 +59,7 @@ class RemoteBackend:
     def __init__(self, url: str, model_id: str | None, key: ApiKey, *, reason: str = "the model is a URL"):
         self.server = Server(url, key)
         self.url = url
-        listing = self.server.call(lambda: self.server.client.models.list())
+        listing = self.server.call(lambda: self.server.client.models.list(), listing=True)
         models = getattr(listing, "data", None)
         if not isinstance(models, list) or not all(isinstance(getattr(m, "id", None), str) for m in models):
             raise not_openai(url)
@@ -218,6 +218,9 @@ class RemoteBackend:
                         yield TextChunk(text, 1)
                     finish = choice.finish_reason or finish
             if finish is None:
+                if not sent:  # llama-cpp-python's server does this when the prompt exceeds its window
+                    raise StreamError(f"the server at {self.url} ended the stream without a reply",
+                                      "see the server's log; a prompt longer than its context window does this")
                 raise StreamError(f"the stream from {self.url} ended without a finish reason",
                                   "the server may have stopped; see its log")
             extra_tokens = 0

@@ -60,13 +60,16 @@ class Server:
         self.root = url[: -len("/v1")] if url.endswith("/v1") else url
         self.client = make_client(url, key, timeout=timeout)
 
-    def call(self, fn: Callable[[], T], *, model_ids: Sequence[str] = ()) -> T:
-        """Run one openai call; its exceptions become one-line LlmcliErrors."""
+    def call(self, fn: Callable[[], T], *, model_ids: Sequence[str] = (), listing: bool = False) -> T:
+        """Run one openai call; its exceptions become one-line LlmcliErrors. ``listing``: the call is
+        the first one, /v1/models — a 404 there means the URL is no OpenAI API at all."""
         try:
             return fn()
         except LlmcliError:
             raise
         except Exception as e:  # noqa: BLE001 - translated by type below, re-raised otherwise
+            if listing and getattr(e, "status_code", None) == 404:
+                raise not_openai(self.url) from e
             raise self.translate(e, model_ids=model_ids) from e
 
     def post(self, path: str, body: dict) -> Any:

@@ -139,7 +139,7 @@ def generate(
             if i and not (json_out or jsonl):
                 sys.stdout.write("\n")
             reply = run_stream(engine, prompt_obj, sample_params, sink, think_filter_for(prompt_text))
-            if not (json_out or jsonl):
+            if not (json_out or jsonl) and (reply.error is None or sink.wrote_any):
                 sink.end()
             if stats or verbose:
                 info(format_stats(reply.stats, label=f"sample {i + 1}/{params.n}" if params.n > 1 else ""))
