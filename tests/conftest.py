@@ -143,7 +143,8 @@ def _build_llama_tools() -> None:
 def _llama_tools_build_early(request):
     """Start building llama-server/rpc-server (minutes, once per llama-cpp-python version) in the
     background as the session starts, when a collected test needs them."""
-    if any("llama_tools_bins" in getattr(item, "fixturenames", ()) for item in request.session.items):
+    if any("llama_tools_bins" in getattr(item, "fixturenames", ()) or "llama-server" in item.nodeid
+           for item in request.session.items):
         import threading
 
         t = threading.Thread(target=_build_llama_tools, name="llama-tools-build", daemon=True)

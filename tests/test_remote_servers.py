@@ -114,6 +114,7 @@ def test_chat_in_a_pseudo_terminal(llama_server, tmp_path, isolated_dirs):
         c.sendline("/retry")
         c.expect(r"finish: (stop|length)")
         c.expect_exact(PROMPT)
+        command(c, "/context", r"context: \d+ / 2048 tokens used")  # counted by the server's tokenizer
         command(c, "/set max_tokens 600", "max_tokens = 600")
         c.sendline("Write a very long story about a dragon.")
         c.expect(r"\w+ \w+ \w+")  # the reply is streaming
