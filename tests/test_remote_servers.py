@@ -117,7 +117,8 @@ def test_chat_in_a_pseudo_terminal(llama_server, tmp_path, isolated_dirs):
         command(c, "/context", r"context: \d+ / 2048 tokens used")  # counted by the server's tokenizer
         command(c, "/set max_tokens 600", "max_tokens = 600")
         c.sendline("Write a very long story about a dragon.")
-        c.expect(r"\w+ \w+ \w+")  # the reply is streaming
+        c.expect_exact("dragon.")  # the echo; 600 tokens take far longer than the pause
+        time.sleep(3.0)
         c.sendintr()
         c.expect("interrupted: the partial reply is kept")
         c.expect_exact(PROMPT)
@@ -140,7 +141,8 @@ def test_distributed_rpc_workers_give_the_single_process_output(llama_tools_bins
                                                                  server_logs):
     cluster = remote_servers.start_rpc_cluster(llama_tools_bins, gguf_path, server_logs)
     try:
-        assert "RPC" in cluster.main.log() or "rpc" in cluster.main.log()
+        workers = cluster.procs[:-1]
+        assert all("Accepted client connection" in w.log() for w in workers)  # the layers went to the workers
         for prompt in ("Name three colours.", "Why is the sky blue?"):
             args = (*GREEDY, "--max-tokens", "32", prompt)
             single = run_cli("generate", "-m", llama_server.url, *args, check=True).stdout
