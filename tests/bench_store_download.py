@@ -45,7 +45,7 @@ def main() -> None:
 
         from llmcli.cli.progress import SilentBar
         from llmcli.store import hub, verify
-        from llmcli.store.pull import pull
+        from llmcli.store.modelstore import ModelStore
 
         class _NoHasher:
             def __init__(self, *args):
@@ -67,7 +67,7 @@ def main() -> None:
             return hf_hub_download(REPO, FILE, tqdm_class=SilentBar)
 
         def run_llmcli():
-            return pull(f"{REPO}:Q4_K_M", tqdm_class=SilentBar)[1]["path"]
+            return ModelStore().pull(f"{REPO}:Q4_K_M", tqdm_class=SilentBar).record.path
 
         def run_llmcli_unverified():
             # Diagnostic only: the same pull with hashing switched off, to show what the layer

@@ -46,7 +46,6 @@ def test_rule(fmt, backend, device, facts, layers, expect, why):
     ("gguf", "auto", None, GPU_LLAMA, -2, "invalid --gpu-layers"),
     ("gguf", "auto", "tpu", {}, None, "invalid --device"),
     ("gguf", "vllm", None, {}, None, "unknown backend"),
-    ("hf", "auto", None, dict(torch_installed=False), None, "not installed"),
 ])
 def test_rule_refuses(fmt, backend, device, facts, layers, needle):
     with pytest.raises(UsageError, match=needle):

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import pytest
 from conftest import run_cli
 from hub_server import (GATED_REPO, GGUF_REPO, HF_REPO, NO_Q4KM_REPO, PRIVATE_REPO, PRIVATE_TOKEN, HubServer,
                         build_repos, hub, hub_server)  # noqa: F401 - fixtures
-from llmcli.store import registry
 from llmcli.store.metadata import human_bytes
+from llmcli.store.modelstore import ModelStore
 
 Q4KM = "SmolLM2-135M-Instruct-Q4_K_M.gguf"
 Q8 = "SmolLM2-135M-Instruct-Q8_0.gguf"
@@ -39,7 +40,7 @@ def repo_dir(repo_id: str) -> Path:
 
 
 def models() -> dict:
-    return registry.load()["models"]
+    return {n: r.to_json() for n, r in ModelStore().snapshot().models.items()}
 
 
 def remote(srv, repo_id, name):
@@ -153,17 +154,30 @@ def test_connection_cut_half_way_is_resumed_with_range(hub):
     assert sha256(models()[f"{GGUF_REPO}:Q4_0"]["path"]) == remote(hub, GGUF_REPO, Q40).sha256
 
 
-def test_sigkill_half_way_registers_nothing_and_next_pull_completes(hub):
+def _pull_paused_half_way(hub, *args: str, **popen) -> tuple[subprocess.Popen, threading.Event]:
+    """Start ``llmcli pull GGUF_REPO:Q8_0 ARGS``; return once the server has paused half-way through
+    the file and the client has written part of it. Set the event to let the server go on."""
     blobs = repo_dir(GGUF_REPO) / "blobs"
     reached, release = hub.state.pause_half(Q8)
-    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", f"{GGUF_REPO}:Q8_0"], env=dict(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "llmcli", "pull", f"{GGUF_REPO}:Q8_0", *args],
+                            env=dict(os.environ), **popen)
     try:
         assert reached.wait(60), "the server never sent half of the file"
         deadline = time.monotonic() + 30
         while not any(p.stat().st_size > 0 for p in blobs.glob("*.incomplete")):
             assert time.monotonic() < deadline, "the client wrote nothing"
             time.sleep(0.05)
+    except BaseException:
+        release.set()
+        proc.kill()
+        raise
+    return proc, release
+
+
+def test_sigkill_half_way_registers_nothing_and_next_pull_completes(hub):
+    blobs = repo_dir(GGUF_REPO) / "blobs"
+    proc, release = _pull_paused_half_way(hub, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -187,6 +201,34 @@ def test_sigkill_half_way_registers_nothing_and_next_pull_completes(hub):
     assert "partial download" in r.stdout and "1 partial download(s)" in r.stderr
     assert not list(blobs.glob("*.incomplete"))
     assert run_cli("models", "verify", f"{GGUF_REPO}:Q8_0").returncode == 0
+
+
+def test_prune_during_a_slow_pull_leaves_it_intact(hub):
+    """The server stops half-way (a slow pull): prune keeps the live partial file — also once its
+    lock file is gone, as if huggingface_hub had moved its locks — and the pull then completes."""
+    blobs = repo_dir(GGUF_REPO) / "blobs"
+    proc, release = _pull_paused_half_way(hub, "--as", "slow", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        (partial,) = blobs.glob("*.incomplete")
+        size = partial.stat().st_size
+        r = run_cli("models", "list", "--all")
+        assert "downloading now" in r.stdout, r.stdout
+        r = run_cli("models", "prune")
+        assert r.returncode == 0 and "0 partial download(s)" in r.stderr, r.stderr
+        assert partial.exists() and partial.stat().st_size == size
+        locks = list((repo_dir(GGUF_REPO).parent / ".locks").rglob("*.lock"))
+        assert locks, "huggingface_hub holds a lock file while it downloads"
+        for lock in locks:
+            lock.unlink()
+        r = run_cli("models", "prune")
+        assert r.returncode == 0 and "0 partial download(s)" in r.stderr, r.stderr
+        assert partial.exists()
+    finally:
+        release.set()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert sha256(models()["slow"]["path"]) == remote(hub, GGUF_REPO, Q8).sha256
+    assert run_cli("models", "verify", "slow").returncode == 0
 
 
 def test_corrupt_bytes_fail_and_leave_nothing(hub):

@@ -65,7 +65,7 @@ _NO_GPU_BUILD = ("llama-cpp-python here was built without GPU support",
 
 def choose(model_format: str, backend: str = "auto", device: str | None = None, *,
            cuda_available: bool = False, mps_available: bool = False, gpu_offload: bool = False,
-           gpu_layers: int | None = None, torch_installed: bool = True) -> Choice:
+           gpu_layers: int | None = None) -> Choice:
     """The dispatch rule (module docstring). Facts: ``cuda_available``/``mps_available`` (torch
     sees that GPU), ``gpu_offload`` (llama-cpp-python was built with GPU support)."""
     from llmcli.backends.torch_env import parse_device
@@ -83,9 +83,6 @@ def choose(model_format: str, backend: str = "auto", device: str | None = None, 
         if wants_layers:
             raise UsageError("--gpu-layers applies to the llama.cpp backend only",
                              "use --device to place a torch model")
-        if not torch_installed:
-            raise UsageError("the torch backend needs torch and transformers, which are not installed",
-                             "pip install torch transformers")
         if backend == "torch":
             return Choice("torch", "--backend torch was given")
         if device is not None:
@@ -110,9 +107,6 @@ def choose(model_format: str, backend: str = "auto", device: str | None = None, 
     if on_gpu and not gpu_offload:
         if backend == "llama.cpp":
             raise UsageError(f"--device {device} with the llama.cpp backend: {_NO_GPU_BUILD[0]}", _NO_GPU_BUILD[1])
-        if not torch_installed:
-            raise UsageError(f"--device {device} for a GGUF needs the torch backend, which is not installed",
-                             "pip install torch transformers")
         return Choice("torch", f"GGUF with --device {device}, and {_NO_GPU_BUILD[0]}: torch on the GPU "
                                "(weights dequantized; the conversion is cached)")
     if wants_layers and not gpu_offload:
@@ -155,12 +149,8 @@ def load_backend(ref, opts: BackendOptions):
 
         return LlamaCppBackend(ref.path, ctx_cap=opts.ctx, threads=opts.threads, gpu_layers=choice.gpu_layers,
                                verbose=opts.library_logs, reason=choice.reason)
-    try:
-        from llmcli.backends.torch import TorchBackend
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("llmcli"):
-            raise UsageError("the torch backend is not available in this build") from None
-        raise UsageError(f"the torch backend needs {e.name}, which is not installed", "pip install torch transformers") from None
+    from llmcli.backends.torch import TorchBackend
+
     return TorchBackend(ref, opts, reason=choice.reason)
 
 
@@ -173,11 +163,7 @@ def _facts(model_format: str, opts: BackendOptions) -> dict:
     if model_format == "gguf" and backend != "torch":
         facts["gpu_offload"] = _llama_gpu_offload()
     if model_format != "gguf" and backend == "auto" and not opts.device:
-        try:
-            import torch
-        except ImportError:
-            facts["torch_installed"] = False
-            return facts
+        import torch  # a hard dependency
         facts["cuda_available"] = bool(torch.cuda.is_available())
         mps = getattr(torch.backends, "mps", None)
         facts["mps_available"] = bool(mps is not None and mps.is_available())
@@ -185,10 +171,8 @@ def _facts(model_format: str, opts: BackendOptions) -> dict:
 
 
 def _llama_gpu_offload() -> bool:
-    try:
-        import llama_cpp
-    except ImportError:
-        return False
+    import llama_cpp  # a hard dependency; imported here, where it is needed
+
     try:
         return bool(llama_cpp.llama_supports_gpu_offload())
     except (AttributeError, OSError):

@@ -37,17 +37,9 @@ def _root(
 
 def _register() -> None:
     # Each command module adds its commands; modules import heavy libraries only inside commands.
-    from llmcli.cli import generate, tokenize
+    from llmcli.cli import bench, cache, chat, generate, models, perplexity, tokenize
 
-    for module in (generate, tokenize):
-        module.register(app)
-    for optional in ("models", "chat", "perplexity", "cache", "bench"):
-        try:
-            module = __import__(f"llmcli.cli.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"llmcli.cli.{optional}":
-                raise
-            continue
+    for module in (generate, tokenize, models, chat, perplexity, cache, bench):
         module.register(app)
 
 

@@ -29,7 +29,7 @@ def bench(
     from llmcli.bench import SUITES
     from llmcli.bench.table import render_markdown
     from llmcli.config import load_settings
-    from llmcli.output import info
+    from llmcli.output import info, warn
     from llmcli.store.resolve import resolve
 
     names = suite or ["core"]
@@ -39,7 +39,7 @@ def bench(
     if repeats < 1:
         raise UsageError("--repeats must be >= 1")
     settings = load_settings()
-    ref = resolve(model, configured=settings.general.get("model"))
+    ref = resolve(model, configured=settings.general.get("model"), warn=warn)
     from llmcli.backends.hardware import physical_cores
 
     info(f"machine: {platform.machine()} {platform.processor() or ''}, {physical_cores()} physical cores, "

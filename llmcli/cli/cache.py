@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+# -v only shows tracebacks here (cli/app.py reads it from argv); every command accepts it.
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks.")]
+
 cache_app = typer.Typer(help="List or remove cached conversions (GGUF files converted for the torch backend).",
                         no_args_is_help=True)
 
@@ -18,6 +21,7 @@ def _mib(n: int) -> str:
 @cache_app.command("list")
 def list_(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List cached conversions with their size, source GGUF and whether they are stale."""
     from llmcli.backends.gguf_convert import converted_root, list_conversions
@@ -45,6 +49,7 @@ def list_(
 @cache_app.command("clear")
 def clear(
     all_: Annotated[bool, typer.Option("--all", "-a", help="Remove every conversion, not only stale ones.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Remove stale conversions (source GGUF gone or changed, older format, unfinished); --all removes all."""
     from llmcli.backends.gguf_convert import remove_conversions

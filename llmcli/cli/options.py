@@ -170,10 +170,10 @@ def read_stdin_text() -> str | None:
 def load_model(model: str | None, settings, opts):
     """Resolve the model argument and load a backend for it; -v explains the choice on stderr."""
     from llmcli.backends.select import load_backend
-    from llmcli.output import info
+    from llmcli.output import info, warn
     from llmcli.store.resolve import resolve
 
-    ref = resolve(model, configured=settings.general.get("model"))
+    ref = resolve(model, configured=settings.general.get("model"), warn=warn)
     backend = load_backend(ref, opts)
     if opts.verbose:
         i = backend.info
@@ -184,14 +184,13 @@ def load_model(model: str | None, settings, opts):
 
 
 def _touch(ref) -> None:
-    if ref.name and ref.origin in ("path", "config", "store"):
+    """Update the store's "last used" time; bookkeeping never fails a run (a locked or read-only
+    registry only loses this timestamp)."""
+    from llmcli.errors import LlmcliError
+    from llmcli.store.modelstore import ModelStore
+
+    if ref.origin == "store":
         try:
-            from llmcli.store import registry
-        except ImportError:
-            return
-        touch = getattr(registry, "touch_last_used", None)
-        if touch is not None:
-            try:
-                touch(ref.name)
-            except Exception:  # noqa: BLE001 - bookkeeping must never fail a run
-                pass
+            ModelStore().touch(ref.name)
+        except LlmcliError:
+            pass

@@ -1,168 +1,148 @@
-"""Housekeeping in the HF cache for the files llmcli pulled: free a removed model's files
-when nothing else references them, find stale partial downloads and orphaned blobs.
+"""Housekeeping in the HF cache for the files llmcli pulled, through huggingface_hub's public cache
+API (``scan_cache_dir``, ``HFCacheInfo.delete_files`` / ``delete_revisions``): free a removed
+model's files when nothing else references them, find stale partial downloads and orphaned blobs.
 
-Layout (huggingface_hub's): ``models--OWNER--NAME/{blobs/<etag>, snapshots/<commit>/<file> -> blob,
-refs/<revision>}``, with per-blob locks in ``.locks/models--OWNER--NAME/<etag>.lock`` held
-while a download writes ``blobs/<etag>.<random>.incomplete``.
+Whether a partial download is still being written is the one question the API does not answer.
+huggingface_hub holds ``WeakFileLock(<cache>/.locks/<repo folder>/<etag>.lock)`` while it
+downloads; a partial file counts as stale only when that lock file exists and nobody holds it,
+or, when there is no lock file where we expect it (the library moved its locks, a filesystem
+without flock), when nothing has written to it for ``STALE_WITHOUT_LOCK_S``. So a change of
+lock layout can only make prune keep more, never delete a download in progress.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from llmcli.store.hub import hub_cache_dir
+from llmcli.store.records import ModelRecord
 
-# Without working flock (some network filesystems) a partial file counts as stale after this.
 STALE_WITHOUT_LOCK_S = 24 * 3600
+LOCK_PROBE_S = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class Partial:
     path: Path
     size: int
     age_s: float
-    active: bool  # a live download holds its lock
+    active: bool  # a live download holds its lock, or it was written to recently and has no lock to ask
 
 
-def _lock_path(repo_dir: Path, etag: str) -> Path:
-    return repo_dir.parent / ".locks" / repo_dir.name / f"{etag}.lock"
+@dataclass(frozen=True)
+class Orphan:
+    path: Path
+    size: int
 
 
-def is_locked(lock: Path, mtime: float | None = None) -> bool:
-    """True when a live process holds this huggingface_hub download lock."""
-    if not lock.exists():
-        return False
-    from filelock import FileLock, Timeout
+def scan():
+    """huggingface_hub's view of the cache, or None when there is no cache folder yet."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
 
-    fl = FileLock(str(lock), timeout=0)
     try:
-        fl.acquire(timeout=0)
+        return scan_cache_dir(hub_cache_dir())
+    except (CacheNotFound, ValueError, OSError):
+        return None
+
+
+def _lock_file(blob: Path) -> Path:
+    """Where huggingface_hub's download lock for this blob (or partial file) lives."""
+    repo = blob.parent.parent
+    etag = blob.name.split(".", 1)[0]
+    return repo.parent / ".locks" / repo.name / f"{etag}.lock"
+
+
+def _held(lock: Path) -> bool | None:
+    """True/False when the lock can be asked; None when there is no lock file or no working flock."""
+    if not lock.exists():
+        return None
+    from filelock import Timeout
+    from huggingface_hub.utils import WeakFileLock
+
+    try:
+        with WeakFileLock(lock, timeout=LOCK_PROBE_S):
+            return False
     except Timeout:
         return True
-    except (NotImplementedError, OSError):
-        return mtime is not None and time.time() - mtime < STALE_WITHOUT_LOCK_S
-    fl.release()
-    return False
-
-
-def _repo_dirs() -> list[Path]:
-    root = hub_cache_dir()
-    try:
-        return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("models--"))
     except OSError:
-        return []
+        return None
+
+
+def _active(path: Path, mtime: float) -> bool:
+    held = _held(_lock_file(path))
+    if held is None:
+        return time.time() - mtime < STALE_WITHOUT_LOCK_S
+    return held
 
 
 def partial_downloads() -> list[Partial]:
+    info = scan()
+    if info is None:
+        return []
     out = []
-    for repo in _repo_dirs():
-        for p in sorted((repo / "blobs").glob("*.incomplete")):
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            etag = p.name.split(".", 1)[0]
-            out.append(Partial(p, st.st_size, time.time() - st.st_mtime, is_locked(_lock_path(repo, etag),
-                                                                                    st.st_mtime)))
-    return out
-
-
-def _referenced_blobs(repo: Path) -> set[str]:
-    refs = set()
-    snaps = repo / "snapshots"
-    if snaps.is_dir():
-        for dirpath, dirnames, filenames in os.walk(snaps):
-            for n in filenames + dirnames:
-                p = os.path.join(dirpath, n)
-                if os.path.islink(p):
-                    refs.add(os.path.realpath(p))
-    return refs
-
-
-def unreferenced_blobs() -> list[tuple[Path, int]]:
-    """Blobs no snapshot points at (left by failed or removed downloads), not being written now."""
-    out = []
-    for repo in _repo_dirs():
-        blobs = repo / "blobs"
-        if not blobs.is_dir():
+    for f in sorted(info.incomplete_files, key=lambda f: str(f.file_path)):
+        try:
+            st = f.file_path.stat()
+        except OSError:
             continue
-        refs = _referenced_blobs(repo)
-        for b in sorted(blobs.iterdir()):
-            if b.name.endswith(".incomplete") or not b.is_file() or b.is_symlink():
-                continue
-            if os.path.realpath(b) in refs or is_locked(_lock_path(repo, b.name)):
-                continue
-            out.append((b, b.stat().st_size))
+        out.append(Partial(f.file_path, st.st_size, time.time() - st.st_mtime, _active(f.file_path, st.st_mtime)))
     return out
 
 
-def _tidy_repo(repo: Path) -> None:
-    """Remove empty snapshot folders; remove the whole repo folder once nothing is left in it."""
-    snaps = repo / "snapshots"
-    if snaps.is_dir():
-        for dirpath, dirnames, filenames in os.walk(snaps, topdown=False):
-            if dirpath != str(snaps) and not os.listdir(dirpath):
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    pass
-    left_snaps = snaps.is_dir() and any(snaps.iterdir())
-    blobs = repo / "blobs"
-    left_blobs = blobs.is_dir() and any(blobs.iterdir())
-    if not left_snaps and not left_blobs and repo.is_dir():
-        shutil.rmtree(repo, ignore_errors=True)
-        locks = repo.parent / ".locks" / repo.name
-        shutil.rmtree(locks, ignore_errors=True)
+def unreferenced_blobs() -> list[Orphan]:
+    """Blobs of the repositories huggingface_hub sees that no snapshot points at (left by failed or
+    removed downloads) and that no download holds. Repositories it reports as corrupted are skipped."""
+    info = scan()
+    if info is None:
+        return []
+    out = []
+    for repo in sorted(info.repos, key=lambda r: str(r.repo_path)):
+        used = {os.path.realpath(f.blob_path) for rev in repo.revisions for f in rev.files}
+        try:
+            blobs = sorted((repo.repo_path / "blobs").iterdir())
+        except OSError:
+            continue
+        for b in blobs:
+            if b.name.endswith(".incomplete") or b.is_symlink() or not b.is_file():
+                continue
+            if os.path.realpath(b) in used or _held(_lock_file(b)):
+                continue
+            out.append(Orphan(b, b.stat().st_size))
+    return out
 
 
-def release_files(rec: dict, others: list[dict]) -> int:
-    """Delete a pulled model's snapshot files and blobs that no other registered model uses.
-
+def release_files(rec: ModelRecord, others: Iterable[ModelRecord]) -> int:
+    """Delete a pulled model's cache files that no other registered model uses; a blob another
+    snapshot still links to is kept. A revision left with nothing else goes whole (refs included).
     Imported models are never touched. Returns the bytes freed."""
-    if rec.get("source") != "hf":
+    if not rec.deletes_files:
         return 0
-    other_pointers = set()
-    other_blobs = set()
-    for o in others:
-        if o.get("source") != "hf":
-            continue
-        for f in o.get("files", []):
-            other_pointers.add(os.path.abspath(f["path"]))
-            other_blobs.add(os.path.realpath(f["path"]))
+    info = scan()
+    if info is None:
+        return 0
+    kept = {os.path.abspath(f.path) for o in others if o.deletes_files for f in o.files}
+    mine = {os.path.abspath(f.path) for f in rec.files} - kept
+    whole, single = [], []
+    for repo in info.repos:
+        for rev in repo.revisions:
+            hits = [f for f in rev.files if os.path.abspath(f.file_path) in mine]
+            if not hits:
+                continue
+            if len(hits) == len(rev.files):
+                whole.append(rev.commit_hash)
+            else:
+                single += hits
     freed = 0
-    repos = set()
-    for f in rec.get("files", []):
-        pointer = os.path.abspath(f["path"])
-        if pointer in other_pointers:
-            continue
-        blob = os.path.realpath(pointer)
-        repo = Path(pointer)
-        while repo.name != "snapshots" and repo != repo.parent:
-            repo = repo.parent
-        repo = repo.parent
-        if not repo.name.startswith("models--"):
-            continue  # not an HF cache layout we know: leave it alone
-        repos.add(repo)
-        try:
-            os.unlink(pointer)
-        except FileNotFoundError:
-            pass
-        if blob in other_blobs or blob == pointer or not blob.startswith(os.path.realpath(repo / "blobs") + os.sep):
-            continue
-        if blob in _referenced_blobs(repo):
-            continue  # another snapshot of this repo (another revision, another tool) still uses it
-        try:
-            size = os.path.getsize(blob)
-            os.unlink(blob)
-            freed += size
-        except FileNotFoundError:
-            pass
-    for repo in repos:
-        _tidy_repo(repo)
+    for strategy in (info.delete_files(*single) if single else None,
+                     info.delete_revisions(*whole) if whole else None):
+        if strategy is not None:
+            strategy.execute()
+            freed += strategy.expected_freed_size
     return freed
 
 
@@ -175,7 +155,4 @@ def remove_paths(paths: list[Path]) -> int:
             freed += size
         except FileNotFoundError:
             pass
-    for repo in {p.parent.parent for p in paths}:
-        if repo.name.startswith("models--"):
-            _tidy_repo(repo)
     return freed

@@ -19,6 +19,7 @@ from typing import Callable
 
 from llmcli.errors import DownloadError, UsageError
 from llmcli.store import quant as q
+from llmcli.store.records import ModelRecord, StoredFile
 
 DEFAULT_REVISION = "main"
 
@@ -359,8 +360,8 @@ def _write_ref(repo_id: str, revision: str, commit: str) -> None:
 
 
 def fetch(p: PullPlan, *, token: str | None = None, tqdm_class=None,
-          on_file: Callable[[RemoteFile], None] | None = None) -> list[dict]:
-    """Download (or find in the cache) and verify every file of the plan. Returns file records."""
+          on_file: Callable[[RemoteFile], None] | None = None) -> list[StoredFile]:
+    """Download (or find in the cache) and verify every file of the plan."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     from llmcli.store.verify import TailHasher
@@ -389,19 +390,12 @@ def fetch(p: PullPlan, *, token: str | None = None, tqdm_class=None,
                 if cached and attempt == 1:
                     continue  # a damaged copy was already in the cache: it is deleted now, fetch it afresh
                 raise
-        out.append({"name": rf.name, "path": pointer, "size": os.path.getsize(pointer), "sha256": rf.sha256,
-                    "blob_id": rf.blob_id})
+        out.append(StoredFile(rf.name, pointer, os.path.getsize(pointer), rf.sha256, rf.blob_id))
     _write_ref(p.repo_id, p.revision, p.commit)
     return out
 
 
-def record_for(p: PullPlan, files: list[dict]) -> dict:
-    if p.format == "gguf":
-        path = files[0]["path"]
-    else:
-        path = str(Path(files[0]["path"]).parent)
-    return {
-        "source": "hf", "repo": p.repo_id, "revision": p.revision, "commit": p.commit, "format": p.format,
-        "quant": p.quant, "path": path, "files": files, "size": sum(f["size"] for f in files),
-        "license": p.license,
-    }
+def record_for(p: PullPlan, files: list[StoredFile], name: str, spec: str) -> ModelRecord:
+    path = files[0].path if p.format == "gguf" else str(Path(files[0].path).parent)
+    return ModelRecord(name, "pulled", p.format, path, tuple(files), sum(f.size for f in files), p.quant, p.license,
+                       p.repo_id, p.revision, p.commit, spec)

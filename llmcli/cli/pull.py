@@ -1,0 +1,65 @@
+"""``llmcli pull`` (also ``llmcli models pull``): download, verify and register a model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from llmcli.cli.models import JsonOpt, QuietOpt, VerboseOpt, _dumps, _hf_logs, _info, _out, _record_json, _store
+
+
+def pull(
+    spec: Annotated[str, typer.Argument(help="OWNER/REPO (HF format, or a GGUF repo: Q4_K_M picked), "
+                                        "OWNER/REPO:QUANT, or OWNER/REPO/FILE.gguf.", show_default=False)],
+    revision: Annotated[Optional[str], typer.Option("--revision", "-r", help="Branch, tag or commit. [default: main]",
+                                                    show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--as", help="Store name for the model. [default: REPO:QUANT "
+                                                "or REPO]", show_default=False)] = None,
+    token: Annotated[Optional[str], typer.Option("--token", help="Hugging Face access token for private or "
+                                                 "gated repositories. [default: $HF_TOKEN]", show_default=False)] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="gguf or hf, when a repository has both.",
+                                               show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show which files would be downloaded, and why; "
+                                          "download nothing.")] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Download a model from the Hugging Face hub into the HF cache and register it.
+
+    Every file is checked against the hub's sha256 before the model is registered.
+    HF_HOME, HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE are respected."""
+    from llmcli.cli.progress import download_progress
+    from llmcli.store.metadata import human_bytes
+
+    _hf_logs(verbose)
+    notify = (lambda s: None) if quiet else (lambda s: _info(f"note: {s}"))
+    if dry_run:
+        p, name = _store().plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt)
+        if p.note:
+            notify(p.note)
+        return _show_plan(p, name, json_out)
+    with download_progress(quiet) as bar:
+        rec = _store().pull(spec, name=name, revision=revision, token=token, fmt=fmt, tqdm_class=bar,
+                            notify=notify).record
+    if json_out:
+        _out(_dumps(_record_json(rec)))
+    if not quiet:
+        what = rec.repo + (f":{rec.quant}" if rec.quant else "")
+        _info(f"pulled {what} as {rec.name!r}: {human_bytes(rec.size)} in {len(rec.files)} file(s), "
+              f"sha256 verified (commit {rec.commit[:12]})")
+
+
+def _show_plan(p, name: str, json_out: bool) -> None:
+    from llmcli.store.metadata import human_bytes
+
+    if json_out:
+        _out(_dumps({"name": name, "repo": p.repo_id, "revision": p.revision, "commit": p.commit,
+                     "format": p.format, "quant": p.quant, "size": p.total_size, "note": p.note,
+                     "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in p.files]}))
+        return
+    what = p.repo_id + (f":{p.quant}" if p.quant else "")
+    _out(f"would pull {what} ({p.format}, commit {p.commit[:12]}) as {name!r}: {human_bytes(p.total_size)}")
+    for f in p.files:
+        _out(f"  {f.name}  {human_bytes(f.size)}")

@@ -1,0 +1,364 @@
+"""``ModelStore``: every operation on the local model store, returning frozen records.
+
+The registry file (``registry.py``) and the HF cache (``cache.py``, through huggingface_hub's
+cache API) are its private business: ``cli/models.py`` only presents what these methods return,
+and ``resolve.py`` asks it for names and the default model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from llmcli.errors import ModelError, StoreError, UsageError
+from llmcli.store import registry
+from llmcli.store.records import ModelRecord, Registry, StoredFile, now, validate_name
+from llmcli.store.refs import ModelRef, ref_from_path
+
+NOT_FOUND_HINT = "see `llmcli models list`"
+
+
+@dataclass(frozen=True)
+class PullResult:
+    record: ModelRecord
+    replaced: ModelRecord | None
+    freed: int  # bytes of the replaced record's files nobody else uses
+
+
+@dataclass(frozen=True)
+class Removal:
+    name: str
+    kind: str  # "alias" | "model"
+    record: ModelRecord | None  # the model (for an alias: the model it pointed at)
+    freed: int = 0
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    name: str
+    status: str  # "ok" | "mismatch" | "missing" | "unverifiable"
+    path: str
+    algorithm: str | None = None
+    expected: str | None = None
+    actual: str | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    record: ModelRecord
+    files: tuple[FileCheck, ...]
+
+    @property
+    def bad(self) -> tuple[FileCheck, ...]:
+        return tuple(f for f in self.files if f.status in ("missing", "mismatch"))
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    partials: tuple  # cache.Partial
+    orphans: tuple  # cache.Orphan
+    missing: tuple[str, ...]  # registered models whose files are gone
+    dry_run: bool
+
+    @property
+    def freed(self) -> int:
+        return sum(p.size for p in self.partials) + sum(o.size for o in self.orphans)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``models show`` presents: the record (None for a plain path), its ref, header metadata."""
+
+    record: ModelRecord | None
+    ref: ModelRef
+    metadata: dict
+    files: tuple[StoredFile, ...]
+    aliases: tuple[str, ...] = ()
+    is_default: bool = False
+
+
+def not_found(name: str) -> StoreError:
+    return StoreError(f"no model named {name!r} in the store", NOT_FOUND_HINT)
+
+
+class ModelStore:
+    """The registry and the HF-cache files it owns. Paths come from the environment at call time."""
+
+    # ------------------------------------------------------------ reading
+
+    def snapshot(self, *, for_write: bool = False) -> Registry:
+        """The registry now; ``for_write`` words a read failure as the write it is the first step of."""
+        return registry.read(registry.registry_path(), for_write=for_write)
+
+    def list(self) -> tuple[ModelRecord, ...]:
+        return tuple(sorted(self.snapshot().models.values(), key=lambda r: r.name.lower()))
+
+    def find(self, name: str, reg: Registry | None = None) -> ModelRecord:
+        rec = (reg if reg is not None else self.snapshot()).get(name)
+        if rec is None:
+            raise not_found(name)
+        return rec
+
+    def ref(self, rec: ModelRecord) -> ModelRef:
+        path = Path(rec.path)
+        if not path.exists():
+            where = "imported from" if rec.kind == "imported" else "stored at"
+            raise ModelError(f"model {rec.name!r} is registered but its files are gone ({where} {path})",
+                             f"pull or import it again, or run `llmcli models rm {rec.name}`")
+        return ModelRef(path, rec.format, rec.name, "store", extra={"record": rec})
+
+    def lookup(self, name: str) -> ModelRef | None:
+        """A store name or alias -> ModelRef, or None when unknown."""
+        if "\x00" in name:
+            return None
+        rec = self.snapshot().get(name)
+        return self.ref(rec) if rec is not None else None
+
+    def default_ref(self) -> ModelRef | None:
+        reg = self.snapshot()
+        return self.ref(reg.models[reg.default]) if reg.default else None
+
+    def default_name(self) -> str | None:
+        return self.snapshot().default
+
+    def show(self, name: str) -> ModelInfo:
+        """A registered model, or else an existing path, with the metadata read from its headers."""
+        from llmcli.store.metadata import model_metadata
+
+        try:
+            reg = self.snapshot()
+        except StoreError:
+            if "\x00" in name or not os.path.lexists(Path(name).expanduser()):
+                raise
+            reg = Registry()  # a damaged registry never hides a model given by its path
+        rec = reg.get(name)
+        if rec is not None:
+            ref = self.ref(rec)
+            parts = [Path(f.path) for f in rec.files if f.path.lower().endswith(".gguf")]
+            meta = model_metadata(ref.format, ref.path, parts if ref.format == "gguf" and parts else None)
+            return ModelInfo(rec, ref, meta, rec.files, tuple(reg.aliases_of(rec.name)), reg.default == rec.name)
+        if "\x00" in name or not os.path.lexists(Path(name).expanduser()):
+            raise not_found(name)
+        ref = ref_from_path(Path(name).expanduser())
+        meta = model_metadata(ref.format, ref.path)
+        return ModelInfo(None, ref, meta, _local_files(ref))
+
+    # ------------------------------------------------------------ adding
+
+    def plan_pull(self, spec: str, *, name: str | None = None, revision: str | None = None,
+                  token: str | None = None, fmt: str | None = None):
+        """What ``pull`` would download, and the name it would register (nothing downloaded)."""
+        from llmcli.store import hub
+
+        if name is not None:
+            validate_name(name)
+        p = hub.plan(spec, revision=revision, token=token, fmt=fmt)
+        return p, validate_name(name or p.default_name)
+
+    def pull(self, spec: str, *, name: str | None = None, revision: str | None = None, token: str | None = None,
+             fmt: str | None = None, tqdm_class=None, notify: Callable[[str], None] = lambda s: None) -> PullResult:
+        """Plan, download + verify, then register — in that order, so an interrupted or failed pull
+        never leaves a registered model behind."""
+        from llmcli.store import cache, hub
+
+        p, name = self.plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt)
+        probe = ModelRecord(name, "pulled", p.format, "-", repo=p.repo_id, revision=p.revision, commit=p.commit)
+        self._check_free(self.snapshot(for_write=True), probe)  # before downloading gigabytes
+        if p.note:
+            notify(p.note)
+        files = hub.fetch(p, token=token, tqdm_class=tqdm_class)
+        record = hub.record_for(p, files, name, spec)
+        replaced = self._register(record)
+        freed = 0
+        if replaced is not None:
+            # The same model at another revision or quant: free what only the old record used.
+            freed = cache.release_files(replaced, self.snapshot().models.values())
+        return PullResult(self.find(name), replaced, freed)
+
+    def import_model(self, path: str, name: str | None = None) -> ModelRecord:
+        """Register a local GGUF (all parts of a split one) or HF folder without copying it."""
+        from llmcli.store import quant as q
+        from llmcli.store.metadata import check_gguf_fits
+
+        if "\x00" in path:
+            raise UsageError("path contains a NUL byte")
+        if name is not None:
+            validate_name(name)
+        ref = ref_from_path(Path(os.path.abspath(Path(path).expanduser())))
+        target = Path(os.path.abspath(ref.path))
+        quant = None
+        if ref.format == "gguf":
+            files = [target]
+            info = q.split_info(target.name)
+            if info:
+                if info[0] != 1:
+                    raise UsageError(f"{target.name} is part {info[0]} of a split GGUF",
+                                     "import the first part (-00001-of-…)")
+                files = sorted(target.parent.glob(q.SPLIT_RE.sub("", target.name) + "-*-of-*.gguf"))
+                if len(files) != info[1]:
+                    raise UsageError(f"split GGUF {target.name}: found {len(files)} of {info[1]} parts next to it")
+            for f in files:
+                check_gguf_fits(f)
+            quant = q.quant_of(target.name)
+        else:
+            files = sorted(f for f in target.iterdir() if f.is_file())
+        stored = tuple(StoredFile(f.name, str(f), f.stat().st_size) for f in files)
+        rec = ModelRecord(validate_name(name or _import_name(target)), "imported", ref.format, str(target),
+                          stored, sum(f.size for f in stored), quant)
+        self._register(rec)
+        return self.find(rec.name)
+
+    def _check_free(self, reg: Registry, rec: ModelRecord) -> ModelRecord | None:
+        """Refuse a name that is an alias or another model's; returns the record it would replace."""
+        if rec.name in reg.aliases:
+            raise StoreError(f"{rec.name!r} is already an alias of {reg.aliases[rec.name]!r}",
+                             f"choose another name with --as, or `llmcli models alias --delete {rec.name}`")
+        old = reg.models.get(rec.name)
+        if old is not None and not old.same_source(rec):
+            raise StoreError(f"a model named {rec.name!r} already exists ({old.describe_source()})",
+                             f"choose another name with --as, or `llmcli models rm {rec.name}` first")
+        return old
+
+    def _register(self, rec: ModelRecord) -> ModelRecord | None:
+        for f in rec.files:
+            if not os.path.exists(f.path):
+                raise StoreError(f"cannot register {rec.name!r}: {f.path} vanished",
+                                 "another process removed it; run the command again")
+        with registry.transaction() as draft:
+            old = self._check_free(draft.snapshot(), rec)
+            if old is not None:
+                rec = replace(rec, added=old.added or now(), last_used=old.last_used)
+            else:
+                rec = replace(rec, added=rec.added or now())
+            draft.models[rec.name] = rec
+            return old
+
+    # ------------------------------------------------------------ names
+
+    def set_alias(self, alias: str, target: str) -> str:
+        validate_name(alias, "alias")
+        with registry.transaction() as draft:
+            key = draft.snapshot().canonical(target)
+            if key is None:
+                raise not_found(target)
+            if alias in draft.models:
+                raise StoreError(f"{alias!r} is already a model name", "choose another alias")
+            draft.aliases[alias] = key
+            return key
+
+    def delete_alias(self, alias: str) -> str:
+        with registry.transaction() as draft:
+            if alias not in draft.aliases:
+                raise StoreError(f"no alias named {alias!r}", NOT_FOUND_HINT)
+            return draft.aliases.pop(alias)
+
+    def set_default(self, name: str | None) -> str | None:
+        with registry.transaction() as draft:
+            key = None if name is None else draft.snapshot().canonical(name)
+            if name is not None and key is None:
+                raise not_found(name)
+            draft.default = key
+            return key
+
+    def touch(self, name: str) -> None:
+        """Record that a model was just used."""
+        with registry.transaction() as draft:
+            key = draft.snapshot().canonical(name)
+            if key is not None:
+                draft.models[key] = replace(draft.models[key], last_used=now())
+
+    # ------------------------------------------------------------ removing
+
+    def removal_plan(self, names: list[str]) -> list[Removal]:
+        """What ``remove`` would do for each name (for a confirmation); unknown names fail here."""
+        reg = self.snapshot(for_write=True)
+        out = []
+        for name in names:
+            if name in reg.aliases:
+                out.append(Removal(name, "alias", reg.models[reg.aliases[name]]))
+            else:
+                rec = self.find(name, reg)
+                out.append(Removal(rec.name, "model", rec))
+        return out
+
+    def remove(self, name: str) -> Removal:
+        """Unregister a model (with its aliases and default) and free the HF-cache files only it
+        used, or remove just an alias. Imported files are never deleted."""
+        from llmcli.store import cache
+
+        with registry.transaction() as draft:
+            if name in draft.aliases:
+                return Removal(name, "alias", draft.models.get(draft.aliases.pop(name)))
+            key = draft.snapshot().canonical(name)
+            if key is None:
+                raise not_found(name)
+            rec = draft.models.pop(key)
+            for a in [a for a, t in draft.aliases.items() if t == key]:
+                del draft.aliases[a]
+            if draft.default == key:
+                draft.default = None
+            others = list(draft.models.values())
+        return Removal(key, "model", rec, cache.release_files(rec, others))
+
+    def verify(self, name: str) -> Verification:
+        """Re-hash a model's files against the hub's sha256 (or git sha1)."""
+        from llmcli.store.verify import git_blob_sha1, sha256_file
+
+        rec = self.find(name)
+        checks = []
+        for f in rec.files:
+            if not os.path.exists(f.path):
+                checks.append(FileCheck(f.name, "missing", f.path))
+            elif f.sha256:
+                got = sha256_file(f.path)
+                checks.append(FileCheck(f.name, "ok" if got == f.sha256 else "mismatch", f.path, "sha256",
+                                        f.sha256, got))
+            elif f.blob_id:
+                got = git_blob_sha1(f.path)
+                checks.append(FileCheck(f.name, "ok" if got == f.blob_id else "mismatch", f.path, "git-sha1",
+                                        f.blob_id, got))
+            else:
+                checks.append(FileCheck(f.name, "unverifiable", f.path, "sha256", None, sha256_file(f.path)))
+        return Verification(rec, tuple(checks))
+
+    def partial_downloads(self):
+        from llmcli.store import cache
+
+        return cache.partial_downloads()
+
+    def prune(self, dry_run: bool = False) -> PruneReport:
+        """Stale partial downloads and blobs no snapshot references; a download in progress is kept."""
+        from llmcli.store import cache
+
+        stale = tuple(p for p in cache.partial_downloads() if not p.active)
+        orphans = tuple(cache.unreferenced_blobs())
+        if not dry_run:
+            cache.remove_paths([p.path for p in stale] + [o.path for o in orphans])
+            for tmp in registry.registry_path().parent.glob(f".{registry.REGISTRY_FILE}.*.tmp"):
+                try:
+                    tmp.unlink()  # left by a crash between write and rename
+                except OSError:
+                    pass
+        missing = tuple(r.name for r in self.list() if r.path and not os.path.lexists(r.path))
+        return PruneReport(stale, orphans, missing, dry_run)
+
+
+def _local_files(ref: ModelRef) -> tuple[StoredFile, ...]:
+    p = ref.path
+    if p.is_dir():
+        size = sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+    else:
+        size = p.stat().st_size
+    return (StoredFile(p.name, str(p), size),)
+
+
+def _import_name(path: Path) -> str:
+    from llmcli.store import quant as q
+
+    base = q.SPLIT_RE.sub("", path.name)
+    base = re.sub(r"\.gguf$", "", base, flags=re.I)
+    base = re.sub(r"[^A-Za-z0-9._:@+-]+", "-", base).strip("-.") or "model"
+    return base if base[0].isalnum() else "m" + base
