@@ -197,3 +197,25 @@ def r_code(server) -> int:
     """llama-server refuses the request (HTTP 400: a usage error); llama-cpp-python's server starts
     the stream and ends it without a reply (a server error)."""
     return 2 if server.kind == "llama-server" else 1
+
+
+def test_models_import_url_then_use_the_name_everywhere(lcpp_server, isolated_dirs):
+    env = {"LLMCLI_API_KEY": "sk-never-in-the-registry"}
+    r = run_cli("models", "import", lcpp_server.url, "--model-id", "smollm2", "--as", "big", env=env, check=True)
+    assert "big" in r.stderr
+    reg = (isolated_dirs / "data" / "registry.json").read_text()
+    assert "sk-never-in-the-registry" not in reg
+    rec = json.loads(reg)["models"]["big"]
+    assert rec == {**rec, "kind": "remote", "url": lcpp_server.url, "model_id": "smollm2"}
+    out = run_cli("generate", "-m", "big", *GREEDY, "--max-tokens", "4", "--json", "Hi", env=env, check=True)
+    assert json.loads(out.stdout)["backend"] == "remote"
+    assert run_cli("tokenize", "-m", "big", "--count", "Hello world", check=True).stdout.strip() == "2"
+    assert "served at" in run_cli("models", "list", check=True).stdout
+    show = json.loads(run_cli("models", "show", "big", "--json", check=True).stdout)
+    assert show["url"] == lcpp_server.url and show["model_id"] == "smollm2"
+
+
+def test_models_import_url_bad_input(bad):
+    bad.run("models", "import", "http://user:pw@127.0.0.1:9/v1", expect=2, message="credentials")
+    bad.run("models", "import", "http://127.0.0.1:9/v1#a", "--model-id", "b", expect=2, message="--model-id")
+    bad.run("models", "import", "./model.gguf", "--model-id", "b", expect=2, message="URL only")
