@@ -7,6 +7,7 @@ the end (a distributed one before its workers: llama-server aborts when a worker
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 CTX = 2048
-THREADS = "2"
+THREADS = "1"  # a 2-thread llama.cpp crawls when the machine is oversubscribed (barrier spins)
 
 # llama-cpp-python's server builds ``Llama`` with llama.cpp's default model parameters; on AMX
 # CPUs those repack weights for a kernel that segfaults (docs/backends.md). llmcli's bench
@@ -48,6 +49,7 @@ class Proc:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
+        atexit.register(self.stop)
 
     def log(self) -> str:
         try:
@@ -64,6 +66,7 @@ class Proc:
         self.proc.wait()
 
     def stop(self, timeout: float = 15) -> None:
+        """SIGTERM, then SIGKILL; also runs at interpreter exit so a killed test run leaves no server."""
         if self.alive():
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:

@@ -73,7 +73,8 @@ class RemoteBackend:
                                          logprobs=False, sampling=self.engine.sampling)
         self.info = BackendInfo("remote", f"{self.engine.name} at {url}", "(server)",
                                 f"{reason}; model id {self.model_id!r}")
-        self.last_ids: list[int] = []
+        # openai imports each API's module on first use: do it here, not inside the first reply's TTFT.
+        _ = self.server.client.chat.completions, self.server.client.completions
 
     # --- prompts ------------------------------------------------------------------------------
     @property
