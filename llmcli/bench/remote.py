@@ -2,7 +2,8 @@
 server, with the same request (the remote backend builds both), interleaved.
 
 - generation tokens/s and time to first token: llmcli's ``--json`` timings (a real CLI
-  subprocess) against the same streamed request made directly with ``openai``;
+  subprocess) against the same streamed request made directly with ``openai`` in a new process
+  that first lists the models, as llmcli does;
 - start to first request: from spawning ``llmcli generate -m URL`` to the moment a listener
   standing in for the server accepts its first connection, against a bare Python script that
   imports ``openai`` and lists the models.
@@ -40,25 +41,37 @@ def _llmcli_once(url: str) -> tuple[float, float, int]:
     return t["generation_tokens_per_s"], t["time_to_first_token_s"], rec["usage"]["completion_tokens"]
 
 
+# The reference runs in a fresh process too, doing what llmcli does before its first token (list
+# the models, then stream the same request), so both pay the same first-call costs of openai.
+_REFERENCE = """
+import json, sys, time, openai
+url, kwargs = sys.argv[1], json.loads(sys.argv[2])
+client = openai.OpenAI(base_url=url, api_key="EMPTY")
+client.models.list()
+start = time.perf_counter()
+first = last = None
+n = 0
+for chunk in client.chat.completions.create(**kwargs):
+    for c in chunk.choices or ():
+        if c.delta is not None and c.delta.content:
+            last = time.perf_counter()
+            first = first or last
+            n += 1
+rate = (n - 1) / (last - first) if n > 1 and last > first else 0.0
+print(json.dumps([rate, (first - start) if first else 0.0, n]))
+"""
+
+
 def _openai_once(backend) -> tuple[float, float, int]:
-    """The same request straight through ``openai``: the reference for speed and TTFT."""
+    """The same request straight through ``openai`` in a new process: the reference."""
     from llmcli.backends.base import Message, SamplingParams
 
     params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS)
     kwargs = backend.request(backend.encode(messages=[Message("user", PROMPT)]), params, seed=0)
-    client = backend.server.client
-    start = time.perf_counter()
-    first = last = None
-    n = 0
-    stream = client.chat.completions.create(**kwargs)
-    for chunk in stream:
-        for c in chunk.choices or ():
-            if c.delta is not None and c.delta.content:
-                last = time.perf_counter()
-                first = first or last
-                n += 1
-    rate = (n - 1) / (last - first) if n > 1 and last > first else 0.0
-    return rate, (first - start) if first else 0.0, n
+    out = subprocess.run([sys.executable, "-c", _REFERENCE, backend.url, json.dumps(kwargs)], capture_output=True,
+                         text=True, check=True, stdin=subprocess.DEVNULL).stdout
+    rate, ttft, n = json.loads(out)
+    return rate, ttft, n
 
 
 def _first_request_s(cmd: list[str]) -> float:
@@ -112,7 +125,7 @@ def run(model, threads: int | None, repeats: int = 5) -> list[Row]:
         ours_start.append(_first_request_s(llmcli_cmd))
         ref_start.append(_first_request_s(bare_cmd))
     med = statistics.median
-    ref = "openai client alone, same request"
+    ref = "openai client alone, same request, fresh process"
     return [
         Row("generation", med(ours_rate), med(ref_rate), "tok/s", ref),
         Row("time to first token", med(ours_ttft) * 1000, med(ref_ttft) * 1000, "ms", ref, lower_is_better=True),

@@ -15,7 +15,8 @@ from llmcli.errors import UsageError
 
 def bench(
     suite: Annotated[Optional[list[str]], typer.Option("--suite", metavar="SUITE", show_default=False,
-                                                       help="core, torch, chat or remote (default: core; remote needs -m URL). Repeatable.")
+                                                       help="core, torch, chat or remote (default: core; "
+                                                       "remote needs -m URL). Repeatable.")
                      ] = None,
     model: o.ModelOpt = None,
     threads: o.ThreadsOpt = None,
