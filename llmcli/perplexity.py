@@ -92,9 +92,6 @@ def score(backend, ids: Sequence[int], *, ctx: int, stride: int,
           progress: Callable[[int, int], None] | None = None,
           clock: Callable[[], float] = time.perf_counter) -> PerplexityResult:
     """Score ``ids`` with ``backend.logprobs`` over sliding windows."""
-    if not backend.capabilities.logprobs:
-        raise UsageError(f"the {backend.name} backend cannot score text: it gives no log-probabilities",
-                         "run perplexity on a local model (a GGUF file or an HF-format folder)")
     ids = list(ids)
     plan = plan_windows(len(ids), ctx, stride)
     nll = 0.0

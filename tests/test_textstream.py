@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcli.backends.base import Finish, GenerationStats, SamplingParams, TokenEvent
+from llmcli.backends.base import Finish, GenerationStats, SamplingParams, TextChunk, TokenEvent
 from llmcli.backends.textstream import StopScanner, drive, held_suffix_len
 from llmcli.thinking import ThinkFilter, strip_thinking
 
@@ -94,3 +94,55 @@ def test_strip_thinking_for_history():
 def test_token_event_shape():
     ev = TokenEvent(5, "hi")
     assert ev.token_id == 5 and ev.text == "hi"
+
+
+# --- text chunks (a server backend's stream): the same rules as ids ------------------------------------
+
+def run_chunks(chunks, params=SamplingParams()):
+    stats = GenerationStats()
+    events = list(drive(iter(chunks), params=params, stats=stats))
+    assert isinstance(events[-1], Finish)
+    return events[:-1], events[-1]
+
+
+def test_chunks_stop_string_across_chunks_is_cut():
+    events, fin = run_chunks([TextChunk("Hello wo"), TextChunk("rld\n"), TextChunk("\nmore"), TextChunk("x")],
+                             SamplingParams(stop=("\n\n",)))
+    assert fin.text == "Hello world" and fin.stats.finish_reason == "stop"
+    assert "".join(e.text for e in events) == "Hello world"
+    assert fin.stats.generated_tokens == 3  # the chunk holding the stop string was generated
+
+
+def test_chunks_max_tokens_counts_tokens_not_chunks():
+    events, fin = run_chunks([TextChunk("ab", tokens=2), TextChunk("cd", tokens=2), TextChunk("ef", tokens=2)],
+                             SamplingParams(max_tokens=4))
+    assert fin.text == "abcd" and fin.stats.generated_tokens == 4 and fin.stats.finish_reason == "length"
+    assert [e.tokens for e in events] == [2, 2]
+
+
+def test_chunks_finish_reason_and_usage_correction_from_the_last_chunk():
+    events, fin = run_chunks([TextChunk("a"), TextChunk("b"), TextChunk("", tokens=1, finish_reason="stop"),
+                              TextChunk("never")])
+    assert fin.text == "ab" and fin.stats.finish_reason == "stop" and fin.stats.generated_tokens == 3
+    assert fin.token_ids == [] and all(e.token_id == -1 for e in events)
+
+
+def test_chunks_with_ids_report_them():
+    _, fin = run_chunks([TextChunk("a", token_ids=(5,)), TextChunk("b", token_ids=(6,))])
+    assert fin.token_ids == [5, 6]
+
+
+def test_interrupt_closes_the_source():
+    closed = []
+
+    def source():
+        try:
+            yield TextChunk("a")
+            raise KeyboardInterrupt
+        finally:
+            closed.append(True)
+
+    stats = GenerationStats()
+    with pytest.raises(KeyboardInterrupt):
+        list(drive(source(), params=SamplingParams(), stats=stats))
+    assert closed == [True] and stats.finish_reason == "interrupted" and stats.generated_tokens == 1

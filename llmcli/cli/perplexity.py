@@ -87,6 +87,9 @@ def perplexity(
                              trust_remote_code=trust_remote_code)
     ref, engine = o.load_model(model, settings, opts)
     try:
+        if not engine.capabilities.logprobs:
+            raise UsageError(f"the {engine.name} backend cannot score text: it gives no log-probabilities",
+                             "run perplexity on a local model (a GGUF file or an HF-format folder)")
         window = min(window, engine.n_ctx)
         step = stride if stride is not None else max(1, window // 2)
         if step > window:
