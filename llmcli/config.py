@@ -12,9 +12,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmcli.errors import UsageError
+from llmcli.errors import LlmcliError, UsageError
+from llmcli.params import CONFIG_KEYS, PARAMS, Param
 
 APP = "llmcli"
+
+
+class ConfigError(LlmcliError):
+    """The config file named or found cannot be read (exit 1)."""
+
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,72 +53,64 @@ def config_path() -> Path:
     return Path(os.environ["LLMCLI_CONFIG"]).expanduser() if os.environ.get("LLMCLI_CONFIG") else config_dir() / "config.toml"
 
 
-# name -> type, for the [sampling] table, LLMCLI_<NAME> variables and validation.
-SAMPLING_KEYS: dict[str, type] = {
-    "max_tokens": int,
-    "temperature": float,
-    "top_k": int,
-    "top_p": float,
-    "min_p": float,
-    "repeat_penalty": float,
-    "no_repeat_ngram_size": int,
-    "seed": int,
-}
-GENERAL_KEYS: dict[str, type] = {"model": str, "backend": str, "device": str, "ctx": int, "threads": int,
-                                 "think": str, "dtype": str}
-
-DEFAULT_CTX_CAP = 4096  # like ollama; a model's full trained window can need many GB of KV cache
+DEFAULT_CTX_CAP = PARAMS["ctx"].default  # like ollama; a model's full trained window can need many GB of KV cache
 
 
 @dataclass
 class Settings:
-    general: dict = field(default_factory=dict)
-    sampling: dict = field(default_factory=dict)
+    general: dict = field(default_factory=dict)  # top-level keys: model, backend, ctx, …
+    sampling: dict = field(default_factory=dict)  # the [sampling] table
     source: dict = field(default_factory=dict)  # key -> where the value came from
 
+    def get(self, name: str, default=None):
+        """A parameter's configured value (already typed and range-checked), else ``default``."""
+        return {**self.general, **self.sampling}.get(name, default)
 
-def _coerce(name: str, kind: type, value, origin: str):
-    try:
-        if kind is int and isinstance(value, bool):
-            raise ValueError
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{origin}: {name} must be {kind.__name__}, got {value!r}") from None
+
+def _put(s: Settings, p: Param, value, origin: str) -> None:
+    (s.sampling if p.section == "sampling" else s.general)[p.name] = value
+    s.source[p.name] = origin
 
 
 def parse_config(text: str, origin: str) -> Settings:
-    """Pure: TOML text -> Settings. Unknown keys are errors, so typos do not pass silently."""
+    """Pure: TOML text -> Settings, every value checked by the parameter table. Unknown keys and
+    wrongly typed values are errors, so typos do not pass silently."""
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError, or an integer too long to convert
         raise UsageError(f"{origin} is not valid TOML: {e}", "fix or delete the file") from None
     s = Settings()
+    general = [k for k, p in CONFIG_KEYS.items() if p.section == "general"]
+    sampling = [k for k, p in CONFIG_KEYS.items() if p.section == "sampling"]
     for key, value in raw.items():
-        if key == "sampling" and isinstance(value, dict):
+        if key == "sampling":
+            if not isinstance(value, dict):
+                raise UsageError(f"{origin}: sampling must be a table ([sampling])", "see docs/usage.md")
             for k, v in value.items():
-                if k not in SAMPLING_KEYS:
-                    raise UsageError(f"{origin}: unknown sampling key {k!r}",
-                                     f"known keys: {', '.join(SAMPLING_KEYS)}")
-                s.sampling[k] = _coerce(k, SAMPLING_KEYS[k], v, origin)
-                s.source[k] = origin
-        elif key in GENERAL_KEYS:
-            s.general[key] = _coerce(key, GENERAL_KEYS[key], value, origin)
-            s.source[key] = origin
+                if k not in sampling:
+                    raise UsageError(f"{origin}: unknown sampling key {k!r}", f"known keys: {', '.join(sampling)}")
+                _put(s, CONFIG_KEYS[k], _checked(CONFIG_KEYS[k], v, origin), origin)
+        elif key in general:
+            _put(s, CONFIG_KEYS[key], _checked(CONFIG_KEYS[key], value, origin), origin)
         else:
-            raise UsageError(f"{origin}: unknown key {key!r}",
-                             f"known keys: {', '.join(GENERAL_KEYS)}, [sampling]")
+            where = " (sampling keys go under [sampling])" if key in sampling else ""
+            raise UsageError(f"{origin}: unknown key {key!r}{where}", f"known keys: {', '.join(general)}, [sampling]")
     return s
 
 
+def _checked(p: Param, value, origin: str):
+    try:
+        return p.check(value, f"{p.name} =")
+    except UsageError as e:
+        raise UsageError(f"{origin}: {e.message}", "fix the value in the config file") from None
+
+
 def env_settings(environ: dict[str, str]) -> Settings:
-    """Pure: LLMCLI_TEMPERATURE=0.2, LLMCLI_MODEL=..., etc."""
+    """Pure: LLMCLI_TEMPERATURE=0.2, LLMCLI_MODEL=..., etc.; an error names the variable."""
     s = Settings()
-    for k, kind in {**GENERAL_KEYS, **SAMPLING_KEYS}.items():
-        var = "LLMCLI_" + k.upper()
-        if var in environ and environ[var] != "":
-            value = _coerce(k, kind, environ[var], var)
-            (s.sampling if k in SAMPLING_KEYS else s.general)[k] = value
-            s.source[k] = var
+    for p in CONFIG_KEYS.values():
+        if environ.get(p.env, "") != "":
+            _put(s, p, p.parse(environ[p.env], p.env), p.env)
     return s
 
 
@@ -126,12 +124,23 @@ def merge(*layers: Settings) -> Settings:
 
 
 def load_settings() -> Settings:
+    """The config file (when there is one) merged with the environment.
+
+    ``LLMCLI_CONFIG`` naming a missing file or anything but a file is an error (exit 1): the
+    user asked for that file. The default path may be absent, but not a folder."""
+    explicit = bool(os.environ.get("LLMCLI_CONFIG"))
     path = config_path()
     file_layer = Settings()
-    if path.is_file():
+    if explicit or os.path.lexists(path):
+        if not path.is_file():
+            what = "does not exist" if not os.path.lexists(path) else "is not a file"
+            where = "LLMCLI_CONFIG names" if explicit else "the config file"
+            raise ConfigError(f"cannot read config file {path}: it {what}",
+                              f"{where} it: unset LLMCLI_CONFIG or point it at a TOML file" if explicit else
+                              "remove it or make it a TOML file")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read config file {path}: {e}") from None
+            raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
         file_layer = parse_config(text, str(path))
     return merge(file_layer, env_settings(dict(os.environ)))

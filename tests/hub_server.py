@@ -1,6 +1,10 @@
 """A small Hugging Face hub on 127.0.0.1 for tests: the endpoints huggingface_hub really calls.
 
 - ``GET /api/models/{repo}[/revision/{rev}]``: model info with siblings (size, blobId, lfs sha256).
+- ``GET /api/models?search=&filter=&pipeline_tag=&author=&sort=&limit=&expand=``: the model list, with the
+  Hub's semantics: ``search`` a case-insensitive substring of the id, every ``filter`` a tag the repo has,
+  ``sort`` descending, ``expand`` the only properties returned (plus ids), pages chained by a ``Link``
+  header; private repositories only for their token.
 - ``HEAD|GET /{repo}/resolve/{rev}/{file}``: small files are answered directly (ETag = git blob
   sha1); LFS files answer 302 to a second port (the "CDN", another origin, as on the real hub)
   with ``X-Linked-Etag`` (sha256), ``X-Linked-Size`` and ``X-Repo-Commit``.
@@ -86,6 +90,10 @@ class HubRepo:
     approved_tokens: tuple[str, ...] = ()
     license: str | None = "apache-2.0"
     library: str = "gguf"
+    downloads: int = 0
+    likes: int = 0
+    pipeline_tag: str | None = "text-generation"
+    history: dict[str, dict[str, HubFile]] = field(default_factory=dict)  # commit -> files, when not `files`
 
     def __post_init__(self):
         if not self.revisions:
@@ -94,9 +102,36 @@ class HubRepo:
     def commit_for(self, rev: str) -> str | None:
         if rev in self.revisions:
             return self.revisions[rev]
-        if rev in self.revisions.values():
+        if rev in self.revisions.values() or rev in self.history:
             return rev
         return None
+
+    def files_at(self, commit: str) -> dict[str, HubFile]:
+        return self.history.get(commit, self.files)
+
+    @property
+    def tags(self) -> list[str]:
+        tags = [self.library] + (["gguf"] if any(n.endswith(".gguf") for n in self.files) else [])
+        tags += ["safetensors"] if any(n.endswith(".safetensors") for n in self.files) else []
+        tags += [self.pipeline_tag] if self.pipeline_tag else []
+        return list(dict.fromkeys(tags + ([f"license:{self.license}"] if self.license else [])))
+
+    def advance(self, branch: str = "main", changed: dict[str, bytes | None] | None = None) -> str:
+        """Push a new commit to ``branch``: the files of its current commit, with ``changed`` files
+        (name -> new content, or None to delete) replaced, added or deleted. Older commits keep serving their own files."""
+        old = self.revisions[branch]
+        self.history.setdefault(old, dict(self.files))
+        files = dict(self.files)
+        for name, data in (changed or {}).items():
+            if data is None:
+                files.pop(name, None)
+            else:
+                files[name] = HubFile(name, None, data)
+        new = hashlib.sha1(f"{old}:{sorted(changed or {})}:{len(self.history)}".encode()).hexdigest()
+        self.history[new] = files
+        self.files = files
+        self.revisions[branch] = new
+        return new
 
 
 class HubState:
@@ -109,6 +144,8 @@ class HubState:
         self.pause: dict[str, tuple[threading.Event, threading.Event]] = {}
         self.bytes_sent: dict[str, int] = {}
         self.use_sendfile = True
+        self.list_queries: list[dict] = []  # parsed query strings of GET /api/models
+        self.api_status: int | None = None  # answer every /api/ request with this HTTP error
 
     def reset(self):
         with self.lock:
@@ -119,6 +156,8 @@ class HubState:
                 release.set()
             self.pause.clear()
             self.bytes_sent.clear()
+            self.list_queries.clear()
+            self.api_status = None
 
     def pause_half(self, filename: str) -> tuple[threading.Event, threading.Event]:
         """Serve half of ``filename``, set the first event, then wait for the second."""
@@ -195,6 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.is_cdn:
                 return self._cdn(path)
+            if path.startswith("/api/") and self.state.api_status:
+                return self._error(self.state.api_status, None, "Service unavailable")
+            if path.rstrip("/") == "/api/models":
+                return self._list()
             if path.startswith("/api/models/"):
                 return self._api(path[len("/api/models/"):])
             parts = path.lstrip("/").split("/")
@@ -219,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         if commit is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         siblings = []
-        for f in repo.files.values():
+        for f in repo.files_at(commit).values():
             s = {"rfilename": f.name, "size": f.size, "blobId": f.blob_id}
             if f.lfs:
                 s["lfs"] = {"size": f.size, "sha256": f.sha256, "pointerSize": f.pointer_size}
@@ -228,12 +271,60 @@ class _Handler(BaseHTTPRequestHandler):
             "_id": commit[:24], "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0],
             "sha": commit, "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2025-01-01T00:00:00.000Z",
             "private": repo.token is not None, "gated": "manual" if repo.gated else False, "disabled": False,
-            "downloads": 0, "likes": 0, "library_name": repo.library,
-            "tags": [repo.library] + ([f"license:{repo.license}"] if repo.license else []),
+            "downloads": repo.downloads, "likes": repo.likes, "library_name": repo.library,
+            "pipeline_tag": repo.pipeline_tag, "tags": repo.tags,
             "cardData": {"license": repo.license} if repo.license else {},
             "siblings": siblings,
         }
         self._send(200, json.dumps(info).encode())
+
+    def _list(self):
+        from urllib.parse import parse_qs, urlencode
+
+        query = parse_qs(urlsplit(self.path).query)
+        one = lambda k: (query.get(k) or [None])[0]  # noqa: E731
+        with self.state.lock:
+            self.state.list_queries.append(query)
+        token = self._token()
+        known = {t for r in self.state.repos.values() for t in (r.token, *r.approved_tokens) if t}
+        if token is not None and token not in known:
+            return self._error(401, None, "Invalid credentials in Authorization header")
+        repos = [r for r in self.state.repos.values() if r.token is None or r.token == token]
+        if one("search"):
+            repos = [r for r in repos if one("search").lower() in r.repo_id.lower()]
+        for tag in query.get("filter", []):
+            repos = [r for r in repos if tag in r.tags or tag == r.library]
+        if one("pipeline_tag"):
+            repos = [r for r in repos if r.pipeline_tag == one("pipeline_tag")]
+        if one("author"):
+            repos = [r for r in repos if r.repo_id.split("/")[0] == one("author")]
+        sort = one("sort")
+        if sort in ("downloads", "likes"):
+            repos.sort(key=lambda r: getattr(r, sort), reverse=True)
+        elif sort is not None:
+            return self._error(400, None, f"Invalid sort parameter: {sort}")
+        page_size = min(int(one("limit") or 1000), 1000)
+        start = int(one("cursor") or 0)
+        page = repos[start:start + page_size]
+        expand = query.get("expand")
+        out = []
+        for r in page:
+            commit = r.revisions.get("main") or next(iter(r.revisions.values()))
+            full = {"_id": commit[:24], "id": r.repo_id, "modelId": r.repo_id, "author": r.repo_id.split("/")[0],
+                    "sha": commit, "downloads": r.downloads, "likes": r.likes, "library_name": r.library,
+                    "pipeline_tag": r.pipeline_tag, "tags": r.tags, "private": r.token is not None,
+                    "gated": "manual" if r.gated else False, "createdAt": "2025-01-01T00:00:00.000Z",
+                    "siblings": [{"rfilename": n} for n in r.files]}
+            if any(n.endswith(".gguf") for n in r.files):
+                full["gguf"] = {"total": 135_000_000, "architecture": "llama", "context_length": 8192}
+            keep = set(expand) if expand else {"downloads", "likes", "library_name", "pipeline_tag", "tags",
+                                               "private", "createdAt"}
+            out.append({k: v for k, v in full.items() if k in keep | {"_id", "id", "modelId"}})
+        headers = {}
+        if start + page_size < len(repos) and not one("limit"):
+            nxt = {k: v for k, v in query.items() if k != "cursor"} | {"cursor": [str(start + page_size)]}
+            headers["Link"] = f'<{self.hub.url}/api/models?{urlencode(nxt, doseq=True)}>; rel="next"'
+        self._send(200, json.dumps(out).encode(), headers)
 
     def _resolve(self, repo_id: str, rev: str, filename: str):
         repo = self._repo(repo_id)
@@ -245,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
         if repo.gated and self._token() not in repo.approved_tokens:
             status = 401 if self._token() is None else 403
             return self._error(status, "GatedRepo", f"Access to model {repo_id} is restricted.")
-        f = repo.files.get(filename)
+        f = repo.files_at(commit).get(filename)
         if f is None:
             return self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit})
         common = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
@@ -266,7 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _cdn(self, path: str):
         sha = path.rsplit("/", 1)[-1]
-        f = next((f for r in self.state.repos.values() for f in r.files.values() if f.sha256 == sha), None)
+        f = next((f for r in self.state.repos.values() for files in [r.files, *r.history.values()]
+                  for f in files.values() if f.sha256 == sha), None)
         if f is None:
             return self._error(404, None, "NoSuchKey")
         start, end = 0, f.size
@@ -400,6 +492,8 @@ NO_Q4KM_REPO = "TestOrg/Tiny-NoQ4KM-GGUF"
 PRIVATE_REPO = "TestOrg/private-model"
 GATED_REPO = "TestOrg/gated-model"
 PRIVATE_TOKEN = "hf_test_secret"
+CLASSIFIER_REPO = "TestOrg/smol-classifier"
+OTHER_GGUF_REPO = "OtherOrg/Llama-Tiny-GGUF"
 
 
 def _safetensors_bytes(tensors: dict[str, tuple[str, list[int]]]) -> bytes:
@@ -435,7 +529,7 @@ def build_repos(gguf: Path) -> list[HubRepo]:
         gguf_files[name] = HubFile(name, None, fake_gguf(f"Q6_K part {part}".encode()))
     for name, data in {"README.md": b"# SmolLM2 GGUF (test)\n", ".gitattributes": b"*.gguf filter=lfs\n"}.items():
         gguf_files[name] = HubFile(name, None, data)
-    gguf_repo = HubRepo(GGUF_REPO, gguf_files, {"main": "a" * 40, "v1.0": "b" * 40})
+    gguf_repo = HubRepo(GGUF_REPO, gguf_files, {"main": "a" * 40, "v1.0": "b" * 40}, downloads=5000, likes=40)
 
     config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576,
@@ -459,15 +553,21 @@ def build_repos(gguf: Path) -> list[HubRepo]:
         "README.md": b"---\nlicense: apache-2.0\n---\n# test\n",
         ".gitattributes": b"*.safetensors filter=lfs\n",
     }
-    hf_repo = HubRepo(HF_REPO, {n: HubFile(n, None, d) for n, d in hf_files.items()}, library="transformers")
+    hf_repo = HubRepo(HF_REPO, {n: HubFile(n, None, d) for n, d in hf_files.items()}, library="transformers",
+                      downloads=9000, likes=120)
 
     small = {f"tiny-{q}.gguf": HubFile(f"tiny-{q}.gguf", None, fake_gguf(q.encode())) for q in ("Q8_0", "Q5_K_M", "F16")}
-    no_q4 = HubRepo(NO_Q4KM_REPO, small)
+    no_q4 = HubRepo(NO_Q4KM_REPO, small, downloads=70, likes=1)
+    # Only in model searches: a repo of another task, and a GGUF repo whose name lacks "smol".
+    classifier = HubRepo(CLASSIFIER_REPO, {"model.safetensors": HubFile("model.safetensors", None, b"x" * 64)},
+                         library="transformers", pipeline_tag="text-classification", downloads=10**6)
+    other = HubRepo(OTHER_GGUF_REPO, {"other-IQ4_XS.gguf": HubFile("other-IQ4_XS.gguf", None, fake_gguf(b"o"))},
+                    downloads=100)
     private = HubRepo(PRIVATE_REPO, {"tiny-Q4_K_M.gguf": HubFile("tiny-Q4_K_M.gguf", None, fake_gguf(b"private"))},
                       token=PRIVATE_TOKEN)
     gated = HubRepo(GATED_REPO, {"tiny-Q4_K_M.gguf": HubFile("tiny-Q4_K_M.gguf", None, fake_gguf(b"gated"))},
                     gated=True, approved_tokens=(PRIVATE_TOKEN,), license="llama3")
-    return [gguf_repo, hf_repo, no_q4, private, gated]
+    return [gguf_repo, hf_repo, no_q4, private, gated, classifier, other]
 
 
 # ---------------------------------------------------------------- pytest fixtures

@@ -61,8 +61,8 @@ def test_unknown_flag():
 
 
 def test_prompt_longer_than_window(gguf_path):
-    # llama.cpp rounds tiny windows up (to 256 here), so overflow that too.
-    r = run_cli("generate", "-m", str(gguf_path), "--ctx", "64", input="word " * 600)
+    # 256 is the smallest --ctx (llama.cpp's smallest window); overflow it.
+    r = run_cli("generate", "-m", str(gguf_path), "--ctx", "256", input="word " * 600)
     assert_one_line_error(r, 2, "context window is")
     assert any(ch.isdigit() for ch in r.stderr.split("tokens")[0])  # names the prompt's size too
 

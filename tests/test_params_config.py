@@ -8,7 +8,7 @@ from llmcli.backends.base import SamplingParams
 from llmcli.backends.hardware import parse_physical_cores
 from llmcli.backends.sampling import NgramBlocker
 from llmcli.cli.generate import build_prompt, resolve_think_mode
-from llmcli.cli.options import sampling_params, unescape
+from llmcli.cli.options import parse_flags, sampling_params, unescape
 from llmcli.cli.tokenize import parse_ids
 from llmcli.config import Settings, env_settings, merge, parse_config
 from llmcli.errors import UsageError
@@ -66,8 +66,9 @@ def test_prompt_composition():
 def test_think_mode_default_depends_on_tty():
     assert resolve_think_mode(None, True) == "show"
     assert resolve_think_mode(None, False) == "stderr"
-    with pytest.raises(UsageError):
-        resolve_think_mode("loud", True)
+    assert resolve_think_mode("hide", True) == "hide"
+    with pytest.raises(UsageError, match="--think"):  # the parameter table parses the flag
+        parse_flags({"think": "loud"})
 
 
 def test_unescape_and_parse_ids():

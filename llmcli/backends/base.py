@@ -8,12 +8,11 @@ loop lives in ``core.py``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from llmcli.errors import UsageError
+from llmcli.params import PARAMS, SAMPLING_NAMES, check_seed_span
 
 
 @dataclass(frozen=True)
@@ -35,58 +34,32 @@ class Message:
 class SamplingParams:
     """Every knob that shapes sampling; one type for every command and both backends.
 
+    Ranges, defaults and the flag named in errors come from the parameter table
+    (``llmcli.params``); a test checks that these fields are exactly its sampling rows.
     ``max_tokens=None`` means "until end of sequence or the context window is full".
     ``temperature == 0`` means greedy decoding (top-k/top-p/min-p are then irrelevant).
     ``seed=None`` means a fresh random seed per run (reported in the stats).
     """
 
-    max_tokens: int | None = None
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    n: int = 1
+    max_tokens: int | None = PARAMS["max_tokens"].default
+    temperature: float = PARAMS["temperature"].default
+    top_k: int = PARAMS["top_k"].default
+    top_p: float = PARAMS["top_p"].default
+    min_p: float = PARAMS["min_p"].default
+    repeat_penalty: float = PARAMS["repeat_penalty"].default
+    no_repeat_ngram_size: int = PARAMS["no_repeat_ngram_size"].default
+    seed: int | None = PARAMS["seed"].default
+    stop: tuple[str, ...] = PARAMS["stop"].default
+    n: int = PARAMS["n"].default
 
-    FIELDS = (
-        "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty",
-        "no_repeat_ngram_size", "seed", "stop", "n",
-    )
+    FIELDS = SAMPLING_NAMES
 
     def __post_init__(self) -> None:
-        # Validate once, here, so every command and backend can trust the values.
-        def bad(name: str, value, why: str) -> UsageError:
-            flag = "--" + name.replace("_", "-")
-            return UsageError(f"invalid {flag} {value!r}: {why}")
-
-        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
-            raise bad("max_tokens", self.max_tokens, "must be a positive integer")
-        for name in ("temperature", "top_p", "min_p", "repeat_penalty"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
-                raise bad(name, value, "must be a finite number")
-        if self.temperature < 0:
-            raise bad("temperature", self.temperature, "must be >= 0 (0 means greedy)")
-        if not 0 < self.top_p <= 1:
-            raise bad("top_p", self.top_p, "must be in (0, 1]")
-        if not 0 <= self.min_p <= 1:
-            raise bad("min_p", self.min_p, "must be in [0, 1]")
-        if self.top_k < 0:
-            raise bad("top_k", self.top_k, "must be >= 0 (0 disables top-k)")
-        if self.repeat_penalty <= 0:
-            raise bad("repeat_penalty", self.repeat_penalty, "must be > 0 (1 disables it)")
-        if self.no_repeat_ngram_size < 0:
-            raise bad("no_repeat_ngram_size", self.no_repeat_ngram_size, "must be >= 0 (0 disables it)")
-        if self.seed is not None and not 0 <= self.seed < 2**32 - 1:
-            raise bad("seed", self.seed, "must be in [0, 4294967294]")
-        if not isinstance(self.n, int) or self.n < 1:
-            raise bad("n", self.n, "must be a positive integer")
-        if any(s == "" for s in self.stop):
-            raise bad("stop", "", "stop strings must not be empty")
-        object.__setattr__(self, "stop", tuple(self.stop))
+        # Validate once, here, so every command and backend can trust the values; errors name the flag.
+        for name in self.FIELDS:
+            p = PARAMS[name]
+            object.__setattr__(self, name, p.check(getattr(self, name), p.flag))
+        check_seed_span(self.seed, self.n)
 
     @property
     def greedy(self) -> bool:
@@ -102,10 +75,7 @@ class SamplingParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> SamplingParams:
-        known = {k: v for k, v in d.items() if k in cls.FIELDS}
-        if "stop" in known and known["stop"] is not None:
-            known["stop"] = tuple(known["stop"])
-        return cls(**known)
+        return cls(**{k: v for k, v in d.items() if k in cls.FIELDS})
 
 
 @dataclass

@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 
 from llmcli.errors import UsageError
 
-BACKENDS = ("auto", "llama.cpp", "torch", "remote")
 ALL_LAYERS = -1
 
 
 @dataclass(frozen=True)
 class BackendOptions:
+    """Typed, range-checked values (the parameter table parsed them): backend is "auto", "llama.cpp"
+    or "torch", device None (auto), "cpu", "cuda", "cuda:N" or "mps", dtype None (auto) or a torch
+    dtype name."""
+
     backend: str = "auto"
     device: str | None = None
     dtype: str | None = None
@@ -49,16 +52,6 @@ class Choice:
     gpu_layers: int = 0  # llama.cpp only; -1 = all layers
 
 
-def normalize_backend(name: str) -> str:
-    aliases = {"llamacpp": "llama.cpp", "llama_cpp": "llama.cpp", "llama-cpp": "llama.cpp", "llama.cpp": "llama.cpp",
-               "gguf": "llama.cpp", "torch": "torch", "pytorch": "torch", "transformers": "torch", "auto": "auto",
-               "remote": "remote", "openai": "remote", "server": "remote"}
-    key = name.strip().lower()
-    if key not in aliases:
-        raise UsageError(f"unknown backend {name!r}", "choose auto, llama.cpp, torch or remote")
-    return aliases[key]
-
-
 _NO_GPU_BUILD = ("llama-cpp-python here was built without GPU support",
                  "reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\", or use --backend torch")
 
@@ -66,14 +59,10 @@ _NO_GPU_BUILD = ("llama-cpp-python here was built without GPU support",
 def choose(model_format: str, backend: str = "auto", device: str | None = None, *,
            cuda_available: bool = False, mps_available: bool = False, gpu_offload: bool = False,
            gpu_layers: int | None = None) -> Choice:
-    """The dispatch rule (module docstring). Facts: ``cuda_available``/``mps_available`` (torch
-    sees that GPU), ``gpu_offload`` (llama-cpp-python was built with GPU support)."""
-    from llmcli.backends.torch_env import parse_device
-
-    backend = normalize_backend(backend)
-    device = parse_device(device)
-    if gpu_layers is not None and gpu_layers < ALL_LAYERS:
-        raise UsageError(f"invalid --gpu-layers {gpu_layers}: must be >= -1 (-1 = all layers)")
+    """The dispatch rule (module docstring). ``backend``, ``device`` and ``gpu_layers`` are the
+    parameter table's canonical values (llmcli.params), already range-checked. Facts:
+    ``cuda_available``/``mps_available`` (torch sees that GPU), ``gpu_offload`` (llama-cpp-python
+    was built with GPU support)."""
     if model_format == "remote" or backend == "remote":
         return _choose_remote(model_format, backend, device, gpu_layers)
     on_gpu = device is not None and device != "cpu"
@@ -157,9 +146,9 @@ def load_backend(ref, opts: BackendOptions):
 def _facts(model_format: str, opts: BackendOptions) -> dict:
     """Only the facts the rule needs for this model, since asking costs imports (torch ≈3 s)."""
     facts: dict = {}
-    backend = normalize_backend(opts.backend)
     if model_format == "remote":
         return facts
+    backend = opts.backend
     if model_format == "gguf" and backend != "torch":
         facts["gpu_offload"] = _llama_gpu_offload()
     if model_format != "gguf" and backend == "auto" and not opts.device:

@@ -4,42 +4,19 @@ injected facts) and the one function that asks torch about the machine."""
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 
 from llmcli.errors import BackendError, UsageError
-
-DTYPE_NAMES = {
-    "auto": None,
-    "float32": "float32", "fp32": "float32", "f32": "float32",
-    "float16": "float16", "fp16": "float16", "f16": "float16", "half": "float16",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-}
-_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
-
+from llmcli.params import PARAMS
 
 def parse_dtype(name: str | None) -> str | None:
-    """--dtype value -> canonical torch dtype name, or None for auto."""
-    if name is None:
-        return None
-    key = name.strip().lower()
-    if key not in DTYPE_NAMES:
-        raise UsageError(f"invalid --dtype {name!r}", "choose auto, float32, float16 or bfloat16")
-    return DTYPE_NAMES[key]
+    """--dtype value -> canonical torch dtype name, or None for auto (the parameter table's rule)."""
+    return None if name is None else PARAMS["dtype"].parse(name, "--dtype")
 
 
 def parse_device(name: str | None) -> str | None:
-    """--device value -> "cpu" | "cuda" | "cuda:N" | "mps", or None for auto."""
-    if name is None:
-        return None
-    key = name.strip().lower()
-    if key in ("", "auto"):
-        return None
-    if key == "gpu":
-        key = "cuda"
-    if not _DEVICE_RE.match(key):
-        raise UsageError(f"invalid --device {name!r}", "choose auto, cpu, cuda, cuda:N or mps")
-    return key
+    """--device value -> "cpu" | "cuda" | "cuda:N" | "mps", or None for auto (the parameter table's rule)."""
+    return None if name is None else PARAMS["device"].parse(name, "--device")
 
 
 @dataclass(frozen=True)

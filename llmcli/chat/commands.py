@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from llmcli.chat import sessions
 from llmcli.errors import UsageError
+from llmcli.params import SETTABLE
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,7 @@ class Command:
 # name -> (usage, help); the order is the /help order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "help": ("/help", "this list"),
-    "set": ("/set [NAME VALUE]", "change a sampling parameter (temperature, top_k, top_p, min_p, max_tokens, "
-            "repeat_penalty, no_repeat_ngram_size, seed, stop); alone: list them"),
+    "set": ("/set [NAME VALUE]", f"change a sampling parameter ({', '.join(SETTABLE)}); alone: list them"),
     "system": ("/system [TEXT]", "replace the system prompt; alone: show it; /system \"\" removes it"),
     "undo": ("/undo", "drop the last exchange"),
     "retry": ("/retry", "generate the last reply again"),

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 
 from llmcli.backends.base import Message, SamplingParams
 from llmcli.errors import UsageError
+from llmcli.params import PARAMS, SEED_MAX, SESSION_KEYS, SETTABLE
 
 FORMAT = "llmcli-chat"
 FORMAT_VERSION = 1
 # The r-th /retry of a turn uses seed + turn + r × RETRY_SEED_STRIDE, so that a retry gives a new
 # sample while a fresh process replaying the same commands still gets the same one.
 RETRY_SEED_STRIDE = 1_000_003
-SEED_MODULUS = 2**32 - 1  # SamplingParams accepts seeds in [0, 2**32 - 2]
-# Fields of SamplingParams that /set may change: chat always produces one reply per turn.
-SETTABLE = tuple(f for f in SamplingParams.FIELDS if f != "n")
+SEED_MODULUS = SEED_MAX + 1  # SamplingParams accepts seeds in [0, SEED_MAX]
+ROLES = ("user", "assistant")  # the system prompt is the conversation's own field
 
 
 def _now() -> str:
@@ -57,19 +57,21 @@ class ChatMessage:
         if not isinstance(d, dict):
             raise ValueError("a message is not an object")
         role, content = d.get("role"), d.get("content")
-        if role not in ("user", "assistant"):
-            raise ValueError(f"unknown message role {role!r}")
+        if role not in ROLES:
+            raise ValueError(f"unknown message role {_short(role)}")
         if not isinstance(content, str):
             raise ValueError("a message has no text content")
-        seed = d.get("seed")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError("a message seed is not an integer")
-        thinking = d.get("thinking", "")
-        attempt = d.get("attempt", 0)
-        if not isinstance(thinking, str) or not isinstance(attempt, int):
-            raise ValueError("a message has a badly typed field")
-        return cls(role, content, thinking=thinking, interrupted=bool(d.get("interrupted", False)), seed=seed,
-                   attempt=attempt)
+        thinking, interrupted = d.get("thinking", ""), d.get("interrupted", False)
+        seed, attempt = d.get("seed"), d.get("attempt", 0)
+        if not isinstance(thinking, str):
+            raise ValueError("a message's \"thinking\" is not a string")
+        if not isinstance(interrupted, bool):
+            raise ValueError("a message's \"interrupted\" is not true or false")
+        if seed is not None and not _is_int(seed, 0, SEED_MAX):
+            raise ValueError(f"a message's \"seed\" is not an integer in 0..{SEED_MAX}")
+        if not _is_int(attempt, 0, None):
+            raise ValueError("a message's \"attempt\" is not a non-negative integer")
+        return cls(role, content, thinking=thinking, interrupted=interrupted, seed=seed, attempt=attempt)
 
     def to_message(self) -> Message:
         return Message(self.role, self.content, reasoning=self.thinking if self.role == "assistant" else "")
@@ -185,27 +187,26 @@ class Conversation:
 
     # --- parameters ----------------------------------------------------------------------------
     def set_param(self, name: str, text: str) -> None:
-        """``/set NAME VALUE``: parse and validate VALUE for a SamplingParams field."""
+        """``/set NAME VALUE``: VALUE parsed and range-checked by the parameter table."""
         name = name.strip().lower().replace("-", "_")
         if name == "n":
             raise UsageError("chat generates one reply per turn: n cannot be set", "use /retry for another reply")
         if name not in SETTABLE:
-            raise UsageError(f"unknown parameter {name!r}", f"one of: {', '.join(SETTABLE)}")
-        value = parse_param_value(name, text)
+            raise UsageError(f"unknown parameter {_short(name)}", f"one of: {', '.join(SETTABLE)}")
+        value = PARAMS[name].parse(text, name)
         if name == "seed" and value is None:
             value = random.randrange(2**31)
         self.params = self.params.replace(**{name: value})
         self._touch()
 
     def param_lines(self) -> list[str]:
-        d = self.params.to_dict()
         out = []
         for name in SETTABLE:
-            v = d[name]
+            v = getattr(self.params, name)
             if name == "stop":
-                shown = json.dumps(v, ensure_ascii=False) if v else "none"
+                shown = json.dumps(list(v), ensure_ascii=False) if v else "none"
             elif v is None:
-                shown = "none (until end of text or a full window)" if name == "max_tokens" else "none"
+                shown = f"none ({PARAMS[name].default_shown})"
             else:
                 shown = str(v)
             out.append(f"{name} = {shown}")
@@ -248,13 +249,7 @@ class Conversation:
                              "upgrade llmcli")
         if version < 1:
             raise ValueError(f"unknown format version {version}")
-        raw_params = d.get("params", {})
-        if not isinstance(raw_params, dict):
-            raise ValueError("\"params\" is not an object")
-        try:
-            params = SamplingParams.from_dict(raw_params)
-        except (UsageError, TypeError) as e:
-            raise ValueError(f"bad parameters: {getattr(e, 'message', e)}") from None
+        params = _params_from_dict(d.get("params", {}))
         raw_messages = d.get("messages", [])
         if not isinstance(raw_messages, list):
             raise ValueError("\"messages\" is not a list")
@@ -269,7 +264,7 @@ class Conversation:
             if d.get(key) is not None and not isinstance(d.get(key), str):
                 raise ValueError(f"\"{key}\" is not a string")
         start, attempt = d.get("context_start", 0), d.get("next_attempt", 0)
-        if not isinstance(start, int) or not isinstance(attempt, int) or start < 0 or attempt < 0:
+        if not _is_int(start, 0, None) or not _is_int(attempt, 0, None):
             raise ValueError("\"context_start\"/\"next_attempt\" must be non-negative integers")
         conv = cls(params=params, system=system, messages=messages, model=d.get("model"),
                    model_path=d.get("model_path"), context_start=start, next_attempt=attempt,
@@ -286,6 +281,10 @@ class Conversation:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"invalid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        except RecursionError:
+            raise ValueError("invalid JSON (nested too deeply)") from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise ValueError(f"invalid JSON ({e})") from None
         return cls.from_dict(data)
 
     # --- transcript ----------------------------------------------------------------------------
@@ -319,34 +318,30 @@ class Conversation:
         return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _unescape(text: str) -> str:
-    return text.replace("\\\\", "\x00").replace("\\n", "\n").replace("\\t", "\t").replace("\\r", "\r").replace(
-        "\x00", "\\")
+def _is_int(value, lo: int, hi: int | None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
 
 
-def parse_param_value(name: str, text: str):
-    """Text typed after ``/set NAME`` → a value of the field's type (validated later by SamplingParams)."""
-    text = text.strip()
-    none = text.lower() in ("", "none", "null", "off")
-    if name == "stop":
-        if none:
-            return ()
-        if text.startswith("["):
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _params_from_dict(raw) -> SamplingParams:
+    """A saved "params" object: each known key checked by the parameter table, strictly typed (a
+    1.5 is never an integer, "abc" never a stop list, true never a number); unknown keys, which a
+    newer llmcli may write, are ignored."""
+    if not isinstance(raw, dict):
+        raise ValueError("\"params\" is not an object")
+    values = {}
+    for key in SESSION_KEYS:
+        if key in raw:
             try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                raise UsageError(f"invalid stop list {text!r}", 'write a JSON list: ["\\n\\n", "User:"]') from None
-            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-                raise UsageError("stop must be a list of strings")
-            return tuple(value)
-        return (_unescape(text),)
-    if name in ("max_tokens", "seed") and none:
-        return None
-    if none:
-        raise UsageError(f"{name} needs a value")
-    kind = int if name in ("max_tokens", "top_k", "no_repeat_ngram_size", "seed") else float
+                values[key] = PARAMS[key].check(raw[key], f"\"{key}\"")
+            except UsageError as e:
+                raise ValueError(f"params: {e.message}") from None
+    values["n"] = 1  # chat generates one reply per turn, whatever the file says
     try:
-        return kind(text)
-    except ValueError:
-        raise UsageError(f"invalid value for {name}: {text!r} is not {'an integer' if kind is int else 'a number'}") \
-            from None
+        return SamplingParams(**values)
+    except UsageError as e:
+        raise ValueError(f"params: {e.message}") from None

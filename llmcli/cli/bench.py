@@ -39,8 +39,10 @@ def bench(
             raise UsageError(f"unknown suite {name!r}", f"choose from {', '.join(SUITES)}")
     if repeats < 1:
         raise UsageError("--repeats must be >= 1")
+    given = o.parse_flags({"model": model, "threads": threads})
     settings = load_settings()
-    ref = resolve(model, configured=settings.general.get("model"), warn=warn)
+    threads = o.setting(settings, given, "threads")
+    ref = resolve(given["model"], configured=settings.general.get("model"), warn=warn)
     from llmcli.backends.hardware import physical_cores
 
     info(f"machine: {platform.machine()} {platform.processor() or ''}, {physical_cores()} physical cores, "

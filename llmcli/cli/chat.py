@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmcli import params as P
 from llmcli.cli import options as o
 from llmcli.errors import UsageError
 
@@ -20,21 +21,12 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _params(settings, loaded, flags: dict):
-    """defaults < config < env < the saved conversation's parameters < flags."""
-    from llmcli.backends.base import SamplingParams
-
-    if loaded is None:
-        return o.sampling_params(settings, **flags)
-    values = loaded.params.to_dict()
-    for key, value in flags.items():
-        if value is not None:
-            values[key] = tuple(o.unescape(s) for s in value) if key == "stop" else value
-    return SamplingParams.from_dict(values)
+CHAT_SAMPLING = tuple(n for n in P.SAMPLING_NAMES if n != "n")  # one reply per turn; /retry for another
 
 
+@o.table_options("model", *CHAT_SAMPLING, *P.RUNTIME_NAMES, help={
+    "seed": "Base seed: the reply to message k (from 0) uses seed+k, so a conversation replays identically."})
 def chat(
-    model: o.ModelOpt = None,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (replaces a resumed "
                                                   "conversation's).", show_default=False)] = None,
     continue_: Annotated[bool, typer.Option("--continue", "-c", help="Resume the last conversation (saved "
@@ -46,34 +38,16 @@ def chat(
                                         rich_help_panel=SESSION_PANEL)] = False,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not save this conversation automatically.",
                                           rich_help_panel=SESSION_PANEL)] = False,
-    max_tokens: o.MaxTokensOpt = None,
-    temperature: o.TemperatureOpt = None,
-    top_k: o.TopKOpt = None,
-    top_p: o.TopPOpt = None,
-    min_p: o.MinPOpt = None,
-    repeat_penalty: o.RepeatPenaltyOpt = None,
-    no_repeat_ngram_size: o.NoRepeatNgramOpt = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Base seed: the reply to message k (from 0) uses "
-                                                "seed+k, so a conversation replays identically.",
-                                                rich_help_panel=o.SAMPLING_PANEL, show_default=False)] = None,
-    stop: o.StopOpt = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="Render finished replies as Markdown (terminal only).",
                                            rich_help_panel=o.OUTPUT_PANEL)] = False,
     stats: Annotated[bool, typer.Option("--stats", help="After each reply, print token counts (prompt tokens "
                                         "processed vs reused), speeds and time to first token to stderr.",
                                         rich_help_panel=o.OUTPUT_PANEL)] = False,
-    think: o.ThinkOpt = None,
-    backend: o.BackendOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    device: o.DeviceOpt = None,
-    dtype: o.DtypeOpt = None,
-    ctx: o.CtxOpt = None,
-    threads: o.ThreadsOpt = None,
-    gpu_layers: o.GpuLayersOpt = None,
     allow_pickle: o.AllowPickleOpt = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     compile_: o.CompileOpt = False,
     verbose: o.VerboseOpt = False,
+    flags: dict | None = None,
 ) -> None:
     """Chat with a model: streamed replies, slash commands, saved conversations.
 
@@ -108,8 +82,13 @@ def chat(
         raise UsageError("--continue and --session cannot be combined", "--continue resumes the last conversation")
 
     settings = load_settings()
-    flags = dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                 repeat_penalty=repeat_penalty, no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, stop=stop)
+    # Every flag is parsed and range-checked before any session file is read or model loaded.
+    given = o.parse_flags(flags)
+    sampling = {n: given[n] for n in CHAT_SAMPLING}
+    params = o.sampling_params(settings, **sampling)
+    think_mode = resolve_think_mode(o.setting(settings, given, "think"), _isatty(sys.stdout))
+    opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, compile=compile_)
 
     # Which conversation: resumed (never overwritten when corrupt: load raises first) or new.
     loaded = None
@@ -127,14 +106,12 @@ def chat(
     if path is None and not no_save:
         path = sessions.sessions_dir() / (sessions.new_name() + sessions.SUFFIX)
 
-    params = _params(settings, loaded, flags)
+    if loaded is not None:
+        # defaults < config < env < the saved conversation's parameters < flags
+        params = loaded.params.replace(**{k: v for k, v in sampling.items() if v is not None})
     interactive = _isatty(sys.stdin) and _isatty(sys.stdout)
-    think_mode = resolve_think_mode(think or settings.general.get("think"), _isatty(sys.stdout))
-    opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=ctx, threads=threads,
-                             gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code, compile=compile_, api_key=api_key)
 
-    model_arg = model
+    model_arg = given["model"]
     if model_arg is None and loaded is not None and (loaded.model_path or loaded.model):
         saved = loaded.model_path if loaded.model_path and Path(loaded.model_path).exists() else loaded.model
         model_arg = saved

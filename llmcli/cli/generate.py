@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmcli import params as P
 from llmcli.cli import options as o
 from llmcli.errors import UsageError
-
-THINK_MODES = ("show", "hide", "stderr")
 
 
 def build_prompt(argument: str | None, stdin_text: str | None) -> str:
@@ -25,10 +24,9 @@ def build_prompt(argument: str | None, stdin_text: str | None) -> str:
 
 
 def resolve_think_mode(value: str | None, stdout_is_tty: bool) -> str:
+    """The --think mode (already parsed by the parameter table), or its default for this stdout."""
     if value is None:
         return "show" if stdout_is_tty else "stderr"
-    if value not in THINK_MODES:
-        raise UsageError(f"invalid --think {value!r}", "choose show, hide or stderr")
     return value
 
 
@@ -50,43 +48,26 @@ def result_record(reply, *, model: str, backend: str, index: int) -> dict:
     return record
 
 
+@o.table_options("model", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt. With piped stdin, stdin comes first as "
                                                     "context and this is the instruction.", show_default=False)] = None,
-    model: o.ModelOpt = None,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (chat template only).",
                                                   show_default=False)] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Send the text as is, without the chat template "
                                       "(tokenized like `tokenize`: BOS if the model wants one, special-token text "
                                       "parsed).")] = False,
-    max_tokens: o.MaxTokensOpt = None,
-    temperature: o.TemperatureOpt = None,
-    top_k: o.TopKOpt = None,
-    top_p: o.TopPOpt = None,
-    min_p: o.MinPOpt = None,
-    repeat_penalty: o.RepeatPenaltyOpt = None,
-    no_repeat_ngram_size: o.NoRepeatNgramOpt = None,
-    seed: o.SeedOpt = None,
-    stop: o.StopOpt = None,
-    n: o.NOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (an array when --n > 1) with "
                                            "text, finish_reason, usage and timings.", rich_help_panel=o.OUTPUT_PANEL)] = False,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per sample, one per line, as each "
                                         "finishes.", rich_help_panel=o.OUTPUT_PANEL)] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Print token counts, speeds and time to first token to "
                                         "stderr.", rich_help_panel=o.OUTPUT_PANEL)] = False,
-    think: o.ThinkOpt = None,
-    backend: o.BackendOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    device: o.DeviceOpt = None,
-    dtype: o.DtypeOpt = None,
-    ctx: o.CtxOpt = None,
-    threads: o.ThreadsOpt = None,
-    gpu_layers: o.GpuLayersOpt = None,
     allow_pickle: o.AllowPickleOpt = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     compile_: o.CompileOpt = False,
     verbose: o.VerboseOpt = False,
+    flags: dict | None = None,
 ) -> None:
     """Generate text from a prompt and stream it to stdout.
 
@@ -108,15 +89,14 @@ def generate(
     if json_out and jsonl:
         raise UsageError("--json and --jsonl cannot be combined")
     settings = load_settings()
-    params = o.sampling_params(settings, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                               min_p=min_p, repeat_penalty=repeat_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                               seed=seed, stop=stop, n=n)
-    think_mode = resolve_think_mode(think or settings.general.get("think"), _isatty(sys.stdout))
-    opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=ctx, threads=threads,
-                             gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code, compile=compile_, api_key=api_key)
+    # Every value is parsed and range-checked here, before stdin is read or a model is loaded.
+    given = o.parse_flags(flags)
+    params = o.sampling_params(settings, **{n: given[n] for n in P.SAMPLING_NAMES})
+    think_mode = resolve_think_mode(o.setting(settings, given, "think"), _isatty(sys.stdout))
+    opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, compile=compile_)
     text = build_prompt(prompt, o.read_stdin_text())
-    ref, engine = o.load_model(model, settings, opts)
+    ref, engine = o.load_model(given["model"], settings, opts)
     try:
         if raw or not engine.has_chat_template:
             if not raw and verbose:

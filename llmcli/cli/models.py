@@ -15,7 +15,8 @@ from llmcli.errors import StoreError, UsageError
 
 models_app = typer.Typer(
     name="models",
-    help="List, inspect, import, alias, verify and remove models in the local store.",
+    help="List, inspect, import, alias, verify and remove models in the local store; search the hub and "
+         "find outdated pulls.",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -389,6 +390,7 @@ def prune(
 
 
 def register(app: typer.Typer) -> None:
+    from llmcli.cli import models_hub  # noqa: F401 - adds `models search` and `models outdated`
     from llmcli.cli.pull import pull
 
     app.command("pull")(pull)

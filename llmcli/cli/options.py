@@ -1,44 +1,76 @@
-"""Options shared by several commands, so every command spells them the same way,
-and the functions that turn flags + config + env into validated values."""
+"""Options shared by several commands, generated from the parameter table (llmcli/params.py) so
+every command spells and documents them the same way, and the functions that turn flags + config +
+env into typed, validated values."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+import typing
 from typing import Annotated, Optional
 
 import typer
 
+from llmcli import params as P
 from llmcli.backends.base import SamplingParams
-from llmcli.errors import UsageError
 
-MODEL_PANEL = "Model"
-SAMPLING_PANEL = "Sampling"
-OUTPUT_PANEL = "Output"
+MODEL_PANEL = P.MODEL
+SAMPLING_PANEL = P.SAMPLING
+OUTPUT_PANEL = P.OUTPUT
 
-ModelOpt = Annotated[Optional[str], typer.Option(
-    "-m", "--model", help="A .gguf file, an HF-format folder, a name from the store, or an OpenAI-compatible "
-    "server: http://HOST:PORT/v1 or 'http://HOST:PORT/v1#MODEL_ID'. Default: the configured default model, else "
-    "the embedded SmolLM2-135M.", rich_help_panel=MODEL_PANEL, show_default=False)]
-BackendOpt = Annotated[Optional[str], typer.Option(
-    "--backend", help="auto, llama.cpp, torch or remote (a URL as the model selects remote).",
-    rich_help_panel=MODEL_PANEL, show_default=False)]
-ApiKeyOpt = Annotated[Optional[str], typer.Option(
-    "--api-key", help="API key for a model served at a URL (default: $LLMCLI_API_KEY, else $OPENAI_API_KEY). "
-    "Never printed or saved.", rich_help_panel=MODEL_PANEL, show_default=False)]
-DeviceOpt = Annotated[Optional[str], typer.Option(
-    "--device", help="cpu, cuda, cuda:N or mps (torch backend). Default: best available.",
-    rich_help_panel=MODEL_PANEL, show_default=False)]
-DtypeOpt = Annotated[Optional[str], typer.Option(
-    "--dtype", help="auto, float32, float16 or bfloat16 (torch backend).", rich_help_panel=MODEL_PANEL,
-    show_default=False)]
-CtxOpt = Annotated[Optional[int], typer.Option(
-    "--ctx", help="Context window cap in tokens (default: the model's, capped at 4096; 0 = model's full window).",
-    rich_help_panel=MODEL_PANEL, show_default=False)]
-ThreadsOpt = Annotated[Optional[int], typer.Option(
-    "--threads", help="CPU threads (default: physical cores).", rich_help_panel=MODEL_PANEL, show_default=False)]
-GpuLayersOpt = Annotated[Optional[int], typer.Option(
-    "--gpu-layers", help="Layers to offload to the GPU (llama.cpp built with GPU support; -1 = all).",
-    rich_help_panel=MODEL_PANEL, show_default=False)]
+
+def option_type(p: P.Param, help: str | None = None):
+    """The Typer option of a table row. Values arrive as text (a list for --stop) and are parsed by
+    the table, so a bad value gets the same message from a flag, the config, the environment or /set."""
+    kind = Optional[list[str]] if p.kind is tuple else Optional[str]
+    metavar = p.metavar or ("INTEGER" if p.kind is int else "NUMBER" if p.kind is float else "TEXT")
+    return Annotated[kind, typer.Option(*p.flags, help=p.help_text(help), metavar=metavar,
+                                        rich_help_panel=p.panel, show_default=False)]
+
+
+def table_options(*names: str, help: dict[str, str] | None = None):
+    """Give a Typer command the table's options NAMES; the command receives them, still unparsed,
+    as one ``flags`` dict (``parse_flags`` turns it into typed values). A new table row reaches every command that
+    lists its group (``P.SAMPLING_NAMES``, ``P.RUNTIME_NAMES``) without touching the command."""
+    names = tuple(dict.fromkeys(names))
+
+    def decorate(func):
+        sig = inspect.signature(func)
+        hints = typing.get_type_hints(func, include_extras=True)
+        own = [q.replace(annotation=hints.get(q.name, q.annotation)) for q in sig.parameters.values()
+               if q.name != "flags"]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=option_type(P.PARAMS[n], (help or {}).get(n))) for n in names]
+        # Typer calls commands with keywords only; --help lists the table's options after the arguments.
+        own = [q.replace(kind=inspect.Parameter.KEYWORD_ONLY) for q in own]
+        n_args = 0
+        while n_args < len(own) and _is_argument(own[n_args].annotation):
+            n_args += 1
+        params = own[:n_args] + added + own[n_args:]
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            flags = {n: kwargs.pop(n) for n in names}
+            return func(**kwargs, flags=flags)
+
+        command.__signature__ = sig.replace(parameters=params)
+        command.__annotations__ = {q.name: q.annotation for q in params}
+        return command
+    return decorate
+
+
+_ARGUMENT = type(typer.Argument())
+
+
+def _is_argument(annotation) -> bool:
+    return any(isinstance(m, _ARGUMENT) for m in getattr(annotation, "__metadata__", ()))
+
+
+ModelOpt = option_type(P.PARAMS["model"])
+BackendOpt = option_type(P.PARAMS["backend"])
+ThreadsOpt = option_type(P.PARAMS["threads"])
+ApiKeyOpt = option_type(P.PARAMS["api_key"])
 AllowPickleOpt = Annotated[bool, typer.Option(
     "--allow-pickle", help="Allow loading pickle (.bin/.pt) weights, which can run code. Off by default.",
     rich_help_panel=MODEL_PANEL)]
@@ -47,92 +79,61 @@ TrustRemoteCodeOpt = Annotated[bool, typer.Option(
     rich_help_panel=MODEL_PANEL)]
 CompileOpt = Annotated[bool, typer.Option(
     "--compile", help="torch backend: static KV cache + torch.compile (GPU).", rich_help_panel=MODEL_PANEL)]
-ThinkOpt = Annotated[Optional[str], typer.Option(
-    "--think", help="Where a reasoning model's <think> text goes: show, hide or stderr. [default: stderr when "
-    "stdout is not a terminal, dimmed otherwise]", rich_help_panel=OUTPUT_PANEL, show_default=False)]
 VerboseOpt = Annotated[bool, typer.Option(
     "-v", "--verbose", help="Explain the backend choice and show tracebacks (LLMCLI_DEBUG=1 adds the "
     "llama.cpp/transformers logs).")]
 
-MaxTokensOpt = Annotated[Optional[int], typer.Option(
-    "--max-tokens", help="Stop after this many generated tokens (default: until end of text or the window is full).",
-    rich_help_panel=SAMPLING_PANEL, show_default=False)]
-TemperatureOpt = Annotated[Optional[float], typer.Option(
-    "--temperature", "-t", help="Sampling temperature; 0 = greedy. [default: 0.8]", rich_help_panel=SAMPLING_PANEL,
-    show_default=False)]
-TopKOpt = Annotated[Optional[int], typer.Option(
-    "--top-k", help="Keep the k most likely tokens; 0 disables. [default: 40]", rich_help_panel=SAMPLING_PANEL,
-    show_default=False)]
-TopPOpt = Annotated[Optional[float], typer.Option(
-    "--top-p", help="Nucleus sampling mass in (0, 1]. [default: 0.95]", rich_help_panel=SAMPLING_PANEL,
-    show_default=False)]
-MinPOpt = Annotated[Optional[float], typer.Option(
-    "--min-p", help="Drop tokens below min-p × the top probability. [default: 0.05]",
-    rich_help_panel=SAMPLING_PANEL, show_default=False)]
-RepeatPenaltyOpt = Annotated[Optional[float], typer.Option(
-    "--repeat-penalty", help="Penalty for tokens among the last 64; 1 disables. [default: 1.0]",
-    rich_help_panel=SAMPLING_PANEL, show_default=False)]
-NoRepeatNgramOpt = Annotated[Optional[int], typer.Option(
-    "--no-repeat-ngram-size", help="Never repeat an n-gram of this size; 0 disables. [default: 0]",
-    rich_help_panel=SAMPLING_PANEL, show_default=False)]
-SeedOpt = Annotated[Optional[int], typer.Option(
-    "--seed", help="Random seed for reproducible sampling (sample i uses seed+i).", rich_help_panel=SAMPLING_PANEL,
-    show_default=False)]
-StopOpt = Annotated[Optional[list[str]], typer.Option(
-    "--stop", help="Stop when this string is generated (not printed). Repeatable; \\n and \\t escapes allowed.",
-    rich_help_panel=SAMPLING_PANEL, show_default=False)]
-NOpt = Annotated[Optional[int], typer.Option(
-    "--n", "-n", help="Number of independent samples. [default: 1]", rich_help_panel=SAMPLING_PANEL,
-    show_default=False)]
+unescape = P.unescape
 
 
-def unescape(text: str) -> str:
-    """``--stop "\\n\\n"`` means two newlines, as users type it in a shell."""
-    return text.replace("\\\\", "\x00").replace("\\n", "\n").replace("\\t", "\t").replace("\\r", "\r").replace(
-        "\x00", "\\")
+def parse_flags(flags: dict) -> dict:
+    """Flag text -> typed values (None where a flag was not given); errors name the flag. The one
+    place command-line text becomes values: everything after it receives typed values."""
+    out = {}
+    for name, value in flags.items():
+        p = P.PARAMS[name]
+        if value is None:
+            out[name] = None
+        elif p.kind is tuple:
+            out[name] = p.check(tuple(unescape(s) for s in value), p.flag)
+        else:
+            out[name] = p.parse(value, p.flag)
+    return out
 
 
-def sampling_params(settings, **flags) -> SamplingParams:
-    """Built-in defaults < config file < LLMCLI_* env < flags; validated once by SamplingParams."""
-    values = dict(settings.sampling)
-    for key, value in flags.items():
-        if value is not None:
-            values[key] = value
-    if "stop" in values and values["stop"] is not None:
-        values["stop"] = tuple(unescape(s) for s in values["stop"])
-    return SamplingParams(**values)
+def setting(settings, given: dict, name: str):
+    """Built-in default < config file < LLMCLI_* env < flag, for one typed value."""
+    value = given.get(name)
+    return value if value is not None else settings.get(name, P.PARAMS[name].default)
 
 
-def backend_options(settings, *, backend=None, device=None, dtype=None, ctx=None, threads=None, gpu_layers=None,
-                    verbose=False, allow_pickle=False, trust_remote_code=False, compile=False, api_key=None):
-    from llmcli.backends.select import BackendOptions, normalize_backend
-    from llmcli.config import DEFAULT_CTX_CAP
+def sampling_params(settings, **given) -> SamplingParams:
+    """Defaults < config < env < GIVEN (typed flag values; None = not given), as one SamplingParams,
+    which also checks that seed + n − 1 is still a seed."""
+    return SamplingParams(**{name: setting(settings, given, name) for name in P.SAMPLING_NAMES})
 
-    g = settings.general
-    ctx = ctx if ctx is not None else g.get("ctx", DEFAULT_CTX_CAP)
-    if ctx < 0:
-        raise UsageError(f"invalid --ctx {ctx}: must be >= 0")
-    if threads is not None and threads < 1:
-        raise UsageError(f"invalid --threads {threads}: must be >= 1")
-    if gpu_layers is not None and gpu_layers < -1:
-        raise UsageError(f"invalid --gpu-layers {gpu_layers}: must be >= -1 (-1 = all layers)")
-    from llmcli.backends.torch_env import parse_device, parse_dtype
 
-    parse_dtype(dtype or g.get("dtype"))  # validated here, before any model is loaded
-    parse_device(device or g.get("device"))
+def backend_options(settings, given: dict | None = None, *, verbose=False, allow_pickle=False,
+                    trust_remote_code=False, compile=False, **fixed):
+    """BackendOptions from typed values: defaults < config < env < GIVEN flags < FIXED (values a command
+    sets itself, e.g. tokenize's small window)."""
+    from llmcli.backends.select import BackendOptions
+
+    v = {n: setting(settings, given or {}, n) for n in ("backend", "device", "dtype", "ctx", "threads", "gpu_layers")}
+    v.update(fixed)
     return BackendOptions(
-        backend=normalize_backend(backend or g.get("backend", "auto")),
-        device=device or g.get("device"),
-        dtype=dtype or g.get("dtype"),
-        ctx=ctx or None,
-        threads=threads or g.get("threads"),
-        gpu_layers=gpu_layers,
+        backend=v["backend"],
+        device=v["device"],
+        dtype=v["dtype"],
+        ctx=v["ctx"] or None,
+        threads=v["threads"],
+        gpu_layers=v["gpu_layers"],
         verbose=verbose,
         library_logs=_debug_env(),
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         compile=compile,
-        api_key=api_key,
+        api_key=setting(settings, given or {}, "api_key"),
     )
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmcli import params as P
 from llmcli.cli import options as o
 from llmcli.errors import UsageError
 
@@ -39,25 +40,24 @@ def read_text(file: str | None) -> str:
         return data.decode("utf-8", errors="replace")
 
 
+WINDOW = P.Param("ctx", int, "Window size in tokens, capped at the model's context.", DEFAULT_WINDOW, lo=2,
+                 hi=P.CTX_MAX, panel=P.MODEL)
+STRIDE = P.Param("stride", int, "Tokens the window moves each step; each token is scored once, with at least "
+                 "ctx-stride tokens of context.", lo=1, hi=P.CTX_MAX, default_text="ctx/2", panel=P.MODEL)
+
+
+@o.table_options("model", "backend", "device", "dtype", "threads", "gpu_layers")
 def perplexity(
     file: Annotated[Optional[str], typer.Argument(help="Text file to score; '-' or nothing reads stdin.",
                                                   show_default=False)] = None,
-    model: o.ModelOpt = None,
-    ctx: Annotated[Optional[int], typer.Option("--ctx", help=f"Window size in tokens [default: {DEFAULT_WINDOW}, "
-                                               "capped at the model's context].", show_default=False)] = None,
-    stride: Annotated[Optional[int], typer.Option("--stride", help="Tokens the window moves each step; each "
-                                                  "token is scored once, with at least ctx-stride tokens of "
-                                                  "context [default: ctx/2].", show_default=False)] = None,
+    ctx: o.option_type(WINDOW) = None,
+    stride: o.option_type(STRIDE) = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.",
                                            rich_help_panel=o.OUTPUT_PANEL)] = False,
-    backend: o.BackendOpt = None,
-    device: o.DeviceOpt = None,
-    dtype: o.DtypeOpt = None,
-    threads: o.ThreadsOpt = None,
-    gpu_layers: o.GpuLayersOpt = None,
     allow_pickle: o.AllowPickleOpt = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     verbose: o.VerboseOpt = False,
+    flags: dict | None = None,
 ) -> None:
     """Perplexity and mean negative log-likelihood of a text, with tokens/s.
 
@@ -75,17 +75,14 @@ def perplexity(
     from llmcli.output import dumps, info
     from llmcli.perplexity import score
 
-    if ctx is not None and ctx < 2:
-        raise UsageError(f"invalid --ctx {ctx}: a perplexity window needs at least 2 tokens")
-    if stride is not None and stride < 1:
-        raise UsageError(f"invalid --stride {stride}: must be >= 1")
+    window = WINDOW.parse(ctx, WINDOW.flag) if ctx is not None else DEFAULT_WINDOW
+    stride = STRIDE.parse(stride, STRIDE.flag) if stride is not None else None
+    given = o.parse_flags(flags)
     settings = load_settings()
     text = read_text(file)
-    window = ctx or DEFAULT_WINDOW
-    opts = o.backend_options(settings, backend=backend, device=device, dtype=dtype, ctx=window, threads=threads,
-                             gpu_layers=gpu_layers, verbose=verbose, allow_pickle=allow_pickle,
-                             trust_remote_code=trust_remote_code)
-    ref, engine = o.load_model(model, settings, opts)
+    opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, ctx=window)
+    ref, engine = o.load_model(given["model"], settings, opts)
     try:
         if not engine.capabilities.logprobs:
             raise UsageError(f"the {engine.name} backend cannot score text: it gives no log-probabilities",

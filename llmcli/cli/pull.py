@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from llmcli.cli.models import JsonOpt, QuietOpt, VerboseOpt, _dumps, _hf_logs, _info, _out, _record_json, _store
+from llmcli.errors import UsageError
 
 
 def pull(
     spec: Annotated[str, typer.Argument(help="OWNER/REPO (HF format, or a GGUF repo: Q4_K_M picked), "
-                                        "OWNER/REPO:QUANT, or OWNER/REPO/FILE.gguf.", show_default=False)],
+                                        "OWNER/REPO:QUANT, or OWNER/REPO/FILE.gguf; with --update, a store "
+                                        "name.", show_default=False)],
     revision: Annotated[Optional[str], typer.Option("--revision", "-r", help="Branch, tag or commit. [default: main]",
                                                     show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option("--as", help="Store name for the model. [default: REPO:QUANT "
@@ -22,6 +24,9 @@ def pull(
                                                show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show which files would be downloaded, and why; "
                                           "download nothing.")] = False,
+    update: Annotated[bool, typer.Option("--update", "-u", help="Re-pull the pulled model NAME at the commit its "
+                                         "revision points at now (same files and quant); nothing to do when "
+                                         "it is current.")] = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -29,12 +34,20 @@ def pull(
     """Download a model from the Hugging Face hub into the HF cache and register it.
 
     Every file is checked against the hub's sha256 before the model is registered.
+    `llmcli pull NAME --update` re-pulls a model whose revision moved (see `llmcli models outdated`);
+    its old files are freed only after the new ones are verified and registered.
     HF_HOME, HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE are respected."""
     from llmcli.cli.progress import download_progress
     from llmcli.store.metadata import human_bytes
 
     _hf_logs(verbose)
     notify = (lambda s: None) if quiet else (lambda s: _info(f"note: {s}"))
+    if update:
+        given = [flag for flag, v in (("--revision", revision), ("--as", name), ("--format", fmt)) if v is not None]
+        if given:
+            raise UsageError(f"--update keeps the model's revision, name and format: drop {', '.join(given)}",
+                             "to pull another revision or format, run `llmcli pull OWNER/REPO …` without --update")
+        return _update(spec, token, dry_run, quiet, json_out)
     if dry_run:
         p, name = _store().plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt)
         if p.note:
@@ -63,3 +76,29 @@ def _show_plan(p, name: str, json_out: bool) -> None:
     _out(f"would pull {what} ({p.format}, commit {p.commit[:12]}) as {name!r}: {human_bytes(p.total_size)}")
     for f in p.files:
         _out(f"  {f.name}  {human_bytes(f.size)}")
+
+
+def _update(name: str, token: str | None, dry_run: bool, quiet: bool, json_out: bool) -> None:
+    from llmcli.cli.progress import download_progress
+    from llmcli.store.metadata import human_bytes
+
+    store = _store()
+    if dry_run:
+        rec, p = store.plan_update(name, token=token)
+        if p.commit == rec.commit:
+            _info(f"{rec.name} is up to date ({rec.repo}@{rec.revision}, commit {rec.commit[:12]})")
+        return _show_plan(p, rec.name, json_out)
+    with download_progress(quiet) as bar:
+        result = store.update(name, token=token, tqdm_class=bar)
+    if result is None:
+        rec = store.find(name)
+        if json_out:
+            _out(_dumps(_record_json(rec)))
+        _info(f"{rec.name} is up to date ({rec.repo}@{rec.revision}, commit {rec.commit[:12]}): nothing to do")
+        return
+    rec, old = result.record, result.replaced
+    if json_out:
+        _out(_dumps(_record_json(rec)))
+    if not quiet:
+        _info(f"updated {rec.name}: {rec.repo}@{rec.revision} {old.commit[:12]} → {rec.commit[:12]}, "
+              f"{human_bytes(rec.size)} sha256 verified; freed {human_bytes(result.freed)} of the old files")

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from llmcli import params as P
 from llmcli.cli import options as o
 from llmcli.errors import UsageError
 
@@ -16,22 +17,23 @@ from llmcli.errors import UsageError
 TOKENIZE_CTX = 512
 
 
+TOKEN_ID = P.Param("token_id", int, "A token id.", lo=0, hi=P.INT32_MAX)
+
+
 def parse_ids(words: list[str]) -> list[int]:
-    """Ids from arguments or stdin: spaces, commas, newlines or a JSON array."""
+    """Ids from arguments or stdin: spaces, commas, newlines or a JSON array of integers (JSON
+    booleans and fractions are not ids: nothing is truncated)."""
     text = " ".join(words).strip()
     if text.startswith("["):
         try:
             values = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise UsageError("stdin looks like a JSON array but does not parse") from None
+        if not isinstance(values, list):
+            raise UsageError("the JSON value is not an array of token ids")
+        ids = [TOKEN_ID.check(v, "token id") for v in values]
     else:
-        values = [w for w in re.split(r"[\s,]+", text) if w]
-    ids = []
-    for v in values:
-        try:
-            ids.append(int(v))
-        except (TypeError, ValueError):
-            raise UsageError(f"not a token id: {v!r}", "token ids are integers, e.g. llmcli detokenize 19556 905") from None
+        ids = [TOKEN_ID.parse(w, "token id") for w in re.split(r"[\s,]+", text) if w]
     if not ids:
         raise UsageError("no token ids given", "pass ids as arguments or on stdin")
     return ids
@@ -70,9 +72,10 @@ def tokenize(
         text = o.read_stdin_text()
         if text is None:
             raise UsageError("no text given", "pass the text as an argument or on stdin")
+    given = o.parse_flags({"model": model, "backend": backend, "api_key": api_key})
     settings = load_settings()
-    opts = o.backend_options(settings, backend=backend, ctx=TOKENIZE_CTX, verbose=verbose, api_key=api_key)
-    _, engine = o.load_model(model, settings, opts)
+    opts = o.backend_options(settings, given, ctx=TOKENIZE_CTX, verbose=verbose)
+    _, engine = o.load_model(given["model"], settings, opts)
     try:
         if chat:
             messages = ([Message("system", system)] if system else []) + [Message("user", text)]
@@ -115,9 +118,10 @@ def detokenize(
             raise UsageError("no token ids given", "pass ids as arguments or on stdin")
         words = [stdin]
     token_ids = parse_ids(words)
+    given = o.parse_flags({"model": model, "backend": backend, "api_key": api_key})
     settings = load_settings()
-    opts = o.backend_options(settings, backend=backend, ctx=TOKENIZE_CTX, verbose=verbose, api_key=api_key)
-    _, engine = o.load_model(model, settings, opts)
+    opts = o.backend_options(settings, given, ctx=TOKENIZE_CTX, verbose=verbose)
+    _, engine = o.load_model(given["model"], settings, opts)
     try:
         sys.stdout.write(engine.detokenize(token_ids) + ("" if no_newline else "\n"))
         sys.stdout.flush()

@@ -104,14 +104,29 @@ OFFLINE_HINT = "models already pulled work offline: see `llmcli models list` and
 TOKEN_HINT = "set HF_TOKEN or pass --token with a Hugging Face access token"
 
 
+def require_online(command: str) -> None:
+    """Fail before any request when HF_HUB_OFFLINE is set; ``command`` is e.g.
+    "`llmcli models search`"."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        # huggingface_hub also honours transformers' older variable: name the one that is set.
+        var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+        raise DownloadError(f"{command} needs the hub, but {var}={os.environ.get(var)} is set",
+                            f"unset {var} to reach the hub; {OFFLINE_HINT}")
+
+
 @contextmanager
 def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | None = None,
-               token_given: bool = False):
-    """Translate huggingface_hub / transport exception types into one-line DownloadErrors."""
+               token_given: bool = False, doing: str | None = None):
+    """Translate huggingface_hub / transport exception types into one-line DownloadErrors.
+
+    ``doing`` words what was being done (default "pulling REPO"), for errors not about one file."""
     from huggingface_hub import errors as E
 
     where = repo_id + (f"@{revision}" if revision and revision != DEFAULT_REVISION else "")
     what = f"{filename} in {where}" if filename else where
+    doing = doing or f"pulling {what}"
     try:
         yield
     except E.OfflineModeIsEnabled:
@@ -157,9 +172,9 @@ def hub_errors(repo_id: str, *, revision: str | None = None, filename: str | Non
             raise DownloadError(f"{what} does not exist on {endpoint()} (HTTP 404)",
                                 "check the repository and file names") from None
         if status == 429:
-            raise DownloadError(f"the hub is rate-limiting requests (HTTP 429) while pulling {what}",
+            raise DownloadError(f"the hub is rate-limiting requests (HTTP 429) while {doing}",
                                 "wait a minute and run the pull again; a token (HF_TOKEN) raises the limit") from None
-        raise DownloadError(f"the hub answered HTTP {status} while pulling {what}",
+        raise DownloadError(f"the hub answered HTTP {status} while {doing}",
                             "try again later; run with -v for details") from None
     except _transport_errors() as e:
         raise DownloadError(f"cannot reach the hub at {endpoint()} ({type(e).__name__})",

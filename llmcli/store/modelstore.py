@@ -168,21 +168,57 @@ class ModelStore:
              fmt: str | None = None, tqdm_class=None, notify: Callable[[str], None] = lambda s: None) -> PullResult:
         """Plan, download + verify, then register — in that order, so an interrupted or failed pull
         never leaves a registered model behind."""
-        from llmcli.store import cache, hub
-
         p, name = self.plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt)
         probe = ModelRecord(name, "pulled", p.format, "-", repo=p.repo_id, revision=p.revision, commit=p.commit)
         self._check_free(self.snapshot(for_write=True), probe)  # before downloading gigabytes
         if p.note:
             notify(p.note)
+        return self._install(p, name, spec, token=token, tqdm_class=tqdm_class)
+
+    def _install(self, p, name: str, spec: str, *, token: str | None, tqdm_class,
+                 expect_commit: str | None = None) -> PullResult:
+        """Download + verify the plan's files, then switch the record to them in one registry write;
+        only then free what only the replaced record used."""
+        from llmcli.store import cache, hub
+
         files = hub.fetch(p, token=token, tqdm_class=tqdm_class)
         record = hub.record_for(p, files, name, spec)
-        replaced = self._register(record)
+        replaced = self._register(record, expect_commit=expect_commit)
         freed = 0
         if replaced is not None:
             # The same model at another revision or quant: free what only the old record used.
             freed = cache.release_files(replaced, self.snapshot().models.values())
         return PullResult(self.find(name), replaced, freed)
+
+    # ------------------------------------------------------------ hub revisions
+
+    def outdated(self, *, token: str | None = None) -> list:
+        """Each pulled model against the commit its revision points at on the hub now."""
+        from llmcli.store import hubquery
+
+        return hubquery.staleness([r for r in self.list() if r.kind == "pulled"], token=token)
+
+    def plan_update(self, name: str, *, token: str | None = None):
+        """(record, plan) for re-pulling a pulled model's files at its revision's current commit."""
+        from llmcli.store import hub
+
+        rec = self.find(name)
+        if rec.kind != "pulled":
+            raise StoreError(f"{rec.name!r} was imported from {rec.path}, not pulled: it has no hub revision to "
+                             "update", "pull it from the hub instead: llmcli pull OWNER/REPO:QUANT")
+        hub.require_online("`llmcli pull --update`")
+        # The same files as before (by name), not a fresh default choice: an update never changes the quant.
+        spec = f"{rec.repo}/{rec.files[0].name}" if rec.format == "gguf" else rec.repo
+        return rec, hub.plan(spec, revision=rec.revision, token=token, fmt=rec.format)
+
+    def update(self, name: str, *, token: str | None = None, tqdm_class=None) -> PullResult | None:
+        """Re-pull ``name`` at its revision's current commit; None when it is already there. The old
+        files stay until the new ones are verified and the record points at them."""
+        rec, p = self.plan_update(name, token=token)
+        if p.commit == rec.commit:
+            return None
+        return self._install(p, rec.name, rec.spec or rec.repo, token=token, tqdm_class=tqdm_class,
+                             expect_commit=rec.commit)
 
     def import_model(self, path: str, name: str | None = None) -> ModelRecord:
         """Register a local GGUF (all parts of a split one) or HF folder without copying it."""
@@ -244,13 +280,17 @@ class ModelStore:
                              f"choose another name with --as, or `llmcli models rm {rec.name}` first")
         return old
 
-    def _register(self, rec: ModelRecord) -> ModelRecord | None:
+    def _register(self, rec: ModelRecord, expect_commit: str | None = None) -> ModelRecord | None:
         for f in rec.files:
             if not os.path.exists(f.path):
                 raise StoreError(f"cannot register {rec.name!r}: {f.path} vanished",
                                  "another process removed it; run the command again")
         with registry.transaction() as draft:
             old = self._check_free(draft.snapshot(), rec)
+            if expect_commit is not None and (old is None or old.commit != expect_commit):
+                # Another llmcli removed or re-pulled it while we downloaded: do not overwrite that.
+                raise StoreError(f"{rec.name!r} changed in the store during the update",
+                                 f"see `llmcli models show {rec.name}` and run the update again if needed")
             if old is not None:
                 rec = replace(rec, added=old.added or now(), last_used=old.last_used)
             else:
