@@ -104,7 +104,10 @@ def _unpacked_source(folder: Path, log) -> Path:
             if m.name.startswith(prefix) and len(m.name) > len(prefix):
                 m.name = m.name[len(prefix):]
                 members.append(m)
-        tar.extractall(src, members=members, filter="data")
+        try:
+            tar.extractall(src, members=members, filter="data")
+        except TypeError:  # Python without extraction filters (< 3.10.12 / 3.11.4)
+            tar.extractall(src, members=members)
     ready.write_text("ok\n")
     return src
 
