@@ -32,7 +32,9 @@ def damaged(bad, request):
     data = bad.work / "data"
     data.mkdir()
     (data / "registry.json").write_bytes(DAMAGED[request.param])
-    return {"LLMCLI_DATA_DIR": str(data)}
+    # The run log (logs.db) lives in the data dir too; a failed run is logged, which is not what
+    # these rows are about: only the registry must stay untouched.
+    return {"LLMCLI_DATA_DIR": str(data), "LLMCLI_LOG": "0"}
 
 
 @pytest.mark.parametrize("damaged", list(DAMAGED), indirect=True)

@@ -73,7 +73,7 @@ def test_conversation_multiline_and_every_command(gguf_path, tmp_path, isolated_
         command(c, "/help", r"/export\[!\] FILE\.md")
         command(c, "/set", r"temperature = 0\.0")
         command(c, "/set temperature 0.2", r"set temperature = 0\.2")
-        command(c, "/set temperature hot", r"invalid value for temperature")
+        command(c, "/set temperature hot", r"invalid temperature hot")
         command(c, "/system You are a pirate.", "system prompt replaced")
         command(c, "/system", "system prompt: You are a pirate.")
         c.sendline("/retry")
