@@ -117,8 +117,8 @@ def test_chat_in_a_pseudo_terminal(llama_server, tmp_path, isolated_dirs):
         command(c, "/context", r"context: \d+ / 2048 tokens used")  # counted by the server's tokenizer
         command(c, "/set max_tokens 600", "max_tokens = 600")
         c.sendline("Write a very long story about a dragon.")
-        c.expect_exact("dragon.")  # the echo; 600 tokens take far longer than the pause
-        time.sleep(3.0)
+        c.expect_exact("dragon.")  # the echo
+        time.sleep(0.8)  # into the reply: a greedy story may end (EOS) within a few seconds on a fast server
         c.sendintr()
         c.expect("interrupted: the partial reply is kept")
         c.expect_exact(PROMPT)

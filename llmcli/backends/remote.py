@@ -84,17 +84,16 @@ class RemoteBackend:
     def encode(self, *, messages: Sequence[Message] | None = None, text: str | None = None,
                reasoning: str | None = None) -> Prompt:
         """No tokenization here: the server receives the messages (or the raw text) itself."""
-        if reasoning is not None:
-            # The server renders its own template; its switches are engine-specific and untested here.
-            raise UsageError(f"--reasoning {reasoning}: the remote backend cannot pass it to the server's template",
-                             "drop --reasoning (servers such as vLLM take chat_template_kwargs themselves)")
+        _refuse_reasoning(reasoning)
         if messages is not None:
             return Prompt((), tuple(messages), None)
         if text is None:
             raise UsageError("empty prompt")
         return Prompt((), (), text)
 
-    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+    def chat_prompt(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                    reasoning: str | None = None) -> str:
+        _refuse_reasoning(reasoning)
         if self.engine.tokenize != "llama.cpp":
             raise self._cannot("render its chat template for llmcli")
         body = {"messages": [m.to_dict() for m in messages], "add_generation_prompt": add_generation_prompt}
@@ -103,9 +102,11 @@ class RemoteBackend:
             raise not_openai(self.url)
         return out["prompt"]
 
-    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> list[int]:
+    def chat_ids(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                 reasoning: str | None = None) -> list[int]:
         """The conversation's ids as the server's template and tokenizer make them (chat uses the
         count to fit its window)."""
+        _refuse_reasoning(reasoning)
         if self.engine.tokenize == "vllm":
             body = {"model": self.model_id, "messages": [m.to_dict() for m in messages],
                     "add_generation_prompt": add_generation_prompt}
@@ -300,3 +301,10 @@ def load(ref, api_key_flag: str | None, environ, *, reason: str) -> RemoteBacken
     from llmcli.backends.remote_http import api_key
 
     return RemoteBackend(ref.url, ref.model_id, api_key(api_key_flag, environ), reason=reason)
+
+
+def _refuse_reasoning(reasoning: str | None) -> None:
+    if reasoning is not None:
+        # The server renders its own template; its switches are engine-specific and untested here.
+        raise UsageError(f"--reasoning {reasoning}: the remote backend cannot pass it to the server's template",
+                         "drop --reasoning (servers such as vLLM take chat_template_kwargs themselves)")
