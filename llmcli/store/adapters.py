@@ -56,6 +56,9 @@ def content_hash(ref: ModelRef) -> str:
 
 
 def identity(ref: ModelRef) -> BaseIdentity:
+    if ref.path is None:
+        raise ModelError(f"{ref.display} is served by a remote server; only a local model can be fine-tuned",
+                         "pass a .gguf file, an HF-format folder or a local store name with -m")
     if ref.adapter is not None:
         raise ModelError(f"{ref.display} is itself a LoRA adapter; training on top of an adapter is not supported",
                          "train on its base model, or merge it first (llmcli finetune --merge)")
