@@ -125,8 +125,9 @@ def _adapter_bytes(name: str) -> bytes:
 
 
 def _train_args(model: Path, data: Path, name: str, *extra: str) -> list[str]:
+    # One thread: the model is tiny, and on a busy machine more threads spin-wait (measured 15× slower).
     return ["finetune", "-m", str(model), str(data), "--as", name, "--seq-len", "16", "--epochs", "3",
-            "--lr", "1e-2", "--seed", "7", *extra]
+            "--lr", "1e-2", "--seed", "7", "--threads", "1", *extra]
 
 
 def test_gpt2_trains_seed_reproduces_and_resume_equals_an_uninterrupted_run(tiny_gpt2, tmp_path):
@@ -210,7 +211,7 @@ def test_bad_inputs(bad, tiny_gpt2, tmp_path_factory):
     bert = tmp_path_factory.mktemp("ft-bert")
     BertForMaskedLM(BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=64)).save_pretrained(str(bert))
-    m = ("-m", str(tiny_gpt2))
+    m = ("-m", str(tiny_gpt2), "--threads", "1")
     bad.run("finetune", *m, "empty.txt", expect=2, message="empty")
     bad.run("finetune", *m, "blank.txt", expect=2, message="only whitespace")
     bad.run("finetune", *m, "short.txt", expect=2, message="shorter than one training sequence")
@@ -237,7 +238,7 @@ def test_disk_full_while_saving_registers_nothing(bad, tiny_gpt2, tmp_path):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         (bad.work / "ok.txt").write_text("Enough words for a few training sequences here. " * 10)
-        bad.run("finetune", "-m", str(tiny_gpt2), "ok.txt", "--seq-len", "16", "--epochs", "1", "--rank", "256",
+        bad.run("finetune", "-m", str(tiny_gpt2), "ok.txt", "--seq-len", "16", "--epochs", "1", "--rank", "256", "--threads", "1",
                 "--as", "full", expect=1, message="No space left on device", env={"LLMCLI_DATA_DIR": str(mnt)})
         assert not (mnt / "registry.json").exists() or "full" not in (mnt / "registry.json").read_text()
         assert list((mnt / "adapters").iterdir()) == []
