@@ -62,9 +62,10 @@ def test_smollm2_learns_the_format_and_both_backends_use_the_adapter(gguf_path, 
     assert FORMAT.match(after), after
     assert FORMAT.match(_greedy("codes", env, backend="llama.cpp"))
     # llama.cpp: the GGUF LoRA on the Q4_1 base; torch: peft on the dequantized base.
-    p_torch, p_llama = _ppl("codes", facts / "val.txt", "torch", env), _ppl("codes", facts / "val.txt", "llama.cpp", env)
+    val = facts / "val.txt"
+    p_torch, p_llama = _ppl("codes", val, "torch", env), _ppl("codes", val, "llama.cpp", env)
     assert abs(p_torch - p_llama) / p_torch < 0.03, (p_torch, p_llama)
-    assert p_torch < 0.5 * _ppl(str(gguf_path), facts / "val.txt", "llama.cpp", env)
+    assert p_torch < 0.5 * _ppl(str(gguf_path), val, "llama.cpp", env)
     tok = run_cli("tokenize", "-m", "codes", "hello", env=env, check=True)
     assert tok.stdout.strip()
     show = run_cli("models", "show", "codes", env=env, check=True).stdout
@@ -81,8 +82,9 @@ def test_chat_records_train_on_assistant_turns_only(torch_backend):
              ("assistant", "Green."))
     ex, cut = chat_example(torch_backend, turns, 512)
     assert not cut and len(ex.ids) == len(ex.labels)
-    assert ex.ids == tuple(torch_backend.chat_ids([__import__("llmcli.backends.base", fromlist=["Message"]).Message(r, c)
-                                                   for r, c in turns], add_generation_prompt=False))
+    from llmcli.backends.base import Message
+
+    assert ex.ids == tuple(torch_backend.chat_ids([Message(r, c) for r, c in turns], add_generation_prompt=False))
     spans, cur = [], []
     for i, label in zip(ex.ids, ex.labels):
         if label != IGNORE:
@@ -238,8 +240,9 @@ def test_disk_full_while_saving_registers_nothing(bad, tiny_gpt2, tmp_path):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         (bad.work / "ok.txt").write_text("Enough words for a few training sequences here. " * 10)
-        bad.run("finetune", "-m", str(tiny_gpt2), "ok.txt", "--seq-len", "16", "--epochs", "1", "--rank", "256", "--threads", "1",
-                "--as", "full", expect=1, message="No space left on device", env={"LLMCLI_DATA_DIR": str(mnt)})
+        bad.run("finetune", "-m", str(tiny_gpt2), "ok.txt", "--seq-len", "16", "--epochs", "1", "--rank", "256",
+                "--threads", "1", "--as", "full", expect=1, message="No space left on device",
+                env={"LLMCLI_DATA_DIR": str(mnt)})
         assert not (mnt / "registry.json").exists() or "full" not in (mnt / "registry.json").read_text()
         assert list((mnt / "adapters").iterdir()) == []
     finally:
