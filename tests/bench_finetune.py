@@ -1,7 +1,7 @@
 """Benchmark (not a test): training tokens/s and peak RSS of llmcli's LoRA loop against a plain
 peft + transformers loop written the obvious way, on the same model, data, LoRA settings and steps.
 
-    PYTHONPATH=. python tests/bench_finetune.py [--steps 12] [--seq-len 64] [--rounds 2]
+    PYTHONPATH=. python tests/bench_finetune.py [--steps 12] [--seq-len 64] [--rounds 2] [--threads N]
 
 Each variant runs in its own subprocess (so peak RSS is its own), alternating, ``--rounds`` times;
 the median tokens/s is reported. The model is the embedded SmolLM2 (its cached torch conversion).
@@ -20,6 +20,9 @@ TEXT = "".join(f"The code name of project {n} is {('zorblat', 'quenvix', 'mirtha
                for n in range(1, 400))
 
 
+THREADS = None  # --threads: torch's CPU threads (default: physical cores)
+
+
 def _setup(seq_len: int):
     from llmcli.backends.select import BackendOptions
     from llmcli.backends.torch import TorchBackend
@@ -28,7 +31,8 @@ def _setup(seq_len: int):
     from llmcli.store.resolve import embedded_model_path
 
     b = TorchBackend(ModelRef(embedded_model_path(), "gguf"), BackendOptions(backend="torch", device="cpu",
-                                                                             dtype="float32"), lean=False)
+                                                                             dtype="float32", threads=THREADS),
+                     lean=False)
     blocks = text_blocks(b.tokenize(TEXT, add_special=True, parse_special=False), seq_len)
     return b, blocks
 
@@ -87,16 +91,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int)
     ap.add_argument("--child", choices=("llmcli", "plain"))
     a = ap.parse_args()
+    global THREADS
+    THREADS = a.threads
     if a.child:
         print(json.dumps(_child(a.child, a.steps, a.seq_len)))
         return
     results: dict[str, list[dict]] = {"llmcli": [], "plain": []}
     for _ in range(a.rounds):
         for kind in ("plain", "llmcli"):
+            extra = ["--threads", str(a.threads)] if a.threads else []
             r = subprocess.run([sys.executable, __file__, "--child", kind, "--steps", str(a.steps), "--seq-len",
-                                str(a.seq_len)], capture_output=True, text=True, check=True)
+                                str(a.seq_len), *extra], capture_output=True, text=True, check=True)
             results[kind].append(json.loads(r.stdout.strip().splitlines()[-1]))
     speed = {k: statistics.median(x["tokens"] / x["seconds"] for x in v) for k, v in results.items()}
     for k, v in results.items():
