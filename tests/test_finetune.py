@@ -230,7 +230,7 @@ def test_bad_inputs(bad, tiny_gpt2, tmp_path_factory):
     bad.run("finetune", *m, "ok.txt", "--targets", "nope_proj", "--seq-len", "16", expect=1, message="nope_proj")
 
 
-def test_disk_full_while_saving_registers_nothing(bad, tiny_gpt2, tmp_path):
+def test_disk_full_while_saving_registers_nothing(tiny_gpt2, tmp_path):
     """A data dir on a 200 KB tmpfs: the rank-256 adapter does not fit; one error line, nothing registered,
     no half-written adapter folder left."""
     mnt = tmp_path / "full"
@@ -239,10 +239,14 @@ def test_disk_full_while_saving_registers_nothing(bad, tiny_gpt2, tmp_path):
                                            capture_output=True).returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
     try:
-        (bad.work / "ok.txt").write_text("Enough words for a few training sequences here. " * 10)
-        bad.run("finetune", "-m", str(tiny_gpt2), "ok.txt", "--seq-len", "16", "--epochs", "1", "--rank", "256",
-                "--threads", "1", "--as", "full", expect=1, message="No space left on device",
-                env={"LLMCLI_DATA_DIR": str(mnt)})
+        data = tmp_path / "ok.txt"
+        data.write_text("Enough words for a few training sequences here. " * 10)
+        r = run_cli("finetune", "-m", str(tiny_gpt2), str(data), "--seq-len", "16", "--epochs", "1", "--rank", "256",
+                    "--threads", "1", "--as", "full", env={"LLMCLI_DATA_DIR": str(mnt)})
+        # the "training: …" progress line, then one error line (the failure comes after training)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+        assert lines[-1].startswith("error: cannot write the adapter") and "No space left on device" in lines[-1]
         assert not (mnt / "registry.json").exists() or "full" not in (mnt / "registry.json").read_text()
         assert list((mnt / "adapters").iterdir()) == []
     finally:
