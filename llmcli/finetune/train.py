@@ -15,7 +15,7 @@ import io
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -263,7 +263,3 @@ def run_key(**parts) -> str:
     import json
 
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
