@@ -164,9 +164,10 @@ def test_chat_jsonl_trains_on_gpt2(tiny_gpt2, tmp_path):
     rec = {"messages": [{"role": "user", "content": "What is the code name?"},
                         {"role": "assistant", "content": "It is zorblat."}]}
     data.write_text("\n".join(json.dumps(rec) for _ in range(4)) + "\n")
-    r = run_cli(*_train_args(tiny_gpt2, data, "chatty", "--seq-len", "64", "--json"), check=True)
+    r = run_cli(*_train_args(tiny_gpt2, data, "chatty", "--seq-len", "64", "--val", str(data), "--json"), check=True)
     s = json.loads(r.stdout)
-    assert s["kind"] == "chat" and s["train_examples"] == 4 and s["steps"] == 12
+    assert s["kind"] == "chat" and s["train_examples"] == 4 and s["val_examples"] == 4 and s["steps"] == 12
+    assert s["val_loss_after"] < s["val_loss_before"]
 
 
 def test_merge_gives_the_same_greedy_output_as_base_plus_adapter(tiny_gpt2, tmp_path):
@@ -197,6 +198,8 @@ def test_changed_base_is_refused(tiny_gpt2, tmp_path, bad):
     w = base / "model.safetensors"
     w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\1")
     bad.run("generate", "-m", "x", "--max-tokens", "2", "hi", expect=1, message="changed since it was trained")
+    shutil.rmtree(base)
+    bad.run("generate", "-m", "x", "--max-tokens", "2", "hi", expect=1, message="is missing")
 
 
 def test_bad_inputs(bad, tiny_gpt2, tmp_path_factory):
