@@ -43,7 +43,11 @@ def main(n: int, m: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="llmcli-bench-"))
     env = dict(os.environ, LLMCLI_DATA_DIR=str(root / "data"), LLMCLI_CONFIG_DIR=str(root / "config"),
                LLMCLI_CACHE_DIR=str(root / "cache"))
+    # Users run from compiled bytecode (pip writes it at install); a shell that sets
+    # PYTHONDONTWRITEBYTECODE would make every child recompile llmcli from source (~0.1 s CPU).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.update(env)
+    subprocess.run([sys.executable, "-m", "llmcli", "--help"], env=env, capture_output=True, check=True)  # warm
     t = time.perf_counter()
     from llmcli import logs
     import_ms = (time.perf_counter() - t) * 1000
@@ -67,6 +71,8 @@ def main(n: int, m: int) -> None:
     cmd = [sys.executable, "-m", "llmcli", "generate", "-m", model, "--temperature", "0", "--max-tokens", "4",
            "--threads", "1", "--seed", "1", "Hello"]
     with_log, without, with_cpu, without_cpu = [], [], [], []
+    if m == 0:  # completion and --help only
+        with_log = without = with_cpu = without_cpu = [0.0]
     for i in range(m):
         runs = (((), with_log, with_cpu), (("--no-log",), without, without_cpu))
         for flags, out, cpu_out in runs if i % 2 == 0 else runs[::-1]:
