@@ -26,7 +26,7 @@ from pathlib import Path
 
 from llmcli.backends.base import BackendInfo, SamplingParams
 from llmcli.backends.core import LocalBackend
-from llmcli.backends.torch_cache import growing_layer_class
+from llmcli.backends.torch_cache import cache_kwarg, growing_layer_class
 from llmcli.backends.torch_checks import check_architecture, check_hf_folder, read_config
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
@@ -130,6 +130,7 @@ class TorchBackend(LocalBackend):
             is not None else int(text_config.vocab_size)
 
         self._init_tokens()
+        self._cache_kwarg = cache_kwarg(model)
         self._cached: list[int] = []
         self._cache = None
         self._static = False
@@ -329,8 +330,8 @@ class TorchBackend(LocalBackend):
         x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
         pos = torch.arange(start, start + len(ids), dtype=torch.long, device=self.device).unsqueeze(0)
         fn = self._compiled_step if (step and self._compiled_step is not None) else self.model
-        out = fn(input_ids=x, position_ids=pos, past_key_values=self._cache, use_cache=True,
-                 logits_to_keep=0 if all_logits else 1)
+        out = fn(input_ids=x, position_ids=pos, use_cache=True, logits_to_keep=0 if all_logits else 1,
+                 **{self._cache_kwarg: self._cache})
         return out.logits[0] if all_logits else out.logits[0, -1]
 
     def _evaluate(self, ids: Sequence[int]):
