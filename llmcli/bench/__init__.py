@@ -2,7 +2,9 @@
 
 Suites: ``core`` (llama.cpp backend vs llama-cpp-python), ``torch`` (torch backend vs
 transformers' ``generate``), ``chat`` (time to first token as a conversation grows, with and
-without prefix reuse). Each module's ``run(model_path, threads, repeats)`` returns table rows."""
+without prefix reuse). Each module's ``run(model_path, threads, repeats)`` returns table rows.
+``gpu`` (``gpu.py``) is the prepared GPU check: it needs no model (random weights from configs)
+and runs the GPU-marked tests too; its ``run_check(quick=…, repeats=…)`` returns its table."""
 
 from __future__ import annotations
 
@@ -10,4 +12,6 @@ SUITES = {
     "core": "llmcli.bench.core",
     "torch": "llmcli.bench.torch",
     "chat": "llmcli.bench.chat",
+    "gpu": "llmcli.bench.gpu",
 }
+MODEL_FREE = frozenset({"gpu"})
