@@ -151,11 +151,23 @@ def test_cli_n_samples_and_stop_strings(device, random_folder):
 
 
 def test_benchmark_row_on_cpu():
-    """The benchmark half of the suite, on the CPU with the tiny config (compile is CUDA's)."""
-    from llmcli.bench.gpu import HEADER, measure, render
+    """The benchmark half of the suite, on the CPU with the tiny config (compile is CUDA's), in a
+    process where llama-cpp-python, accelerate and the test extras cannot be imported: the GPU
+    machine has only torch, transformers and the wheel folder's packages."""
+    import subprocess
+    import sys
+
+    from llmcli.bench.gpu import HEADER, GpuResult, render
     from llmcli.bench.gpu_models import parameter_count
 
-    r = measure("tiny", "cpu", "float32", compiled=False, gen_tokens=8, repeats=1, bandwidth=10e9)
+    code = ("import sys, json, dataclasses\n"
+            "for m in ('llama_cpp', 'accelerate', 'openai', 'pexpect', 'hypothesis'): sys.modules[m] = None\n"
+            "from llmcli.bench.gpu import measure\n"
+            "r = measure('tiny', 'cpu', 'float32', compiled=False, gen_tokens=8, repeats=1, bandwidth=10e9)\n"
+            "print(json.dumps(dataclasses.asdict(r)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    r = GpuResult(**json.loads(out.stdout))
     assert r.params == parameter_count("tiny") == 3219776
     assert r.eager > 0 and r.plain > 0 and r.ttft_ms > 0 and r.prompt_tps > 0 and r.compiled is None
     assert r.bound == pytest.approx(10e9 / (3219776 * 4), rel=0.01)  # fp32 weights, embedding tied
@@ -184,3 +196,23 @@ def test_tokenizer_is_small_and_configs_match_their_models():
     assert parameter_count("smollm2-135m") == 134515008  # the SmolLM2-135M GGUF's parameter count
     assert 7.3e9 < parameter_count("llama-8b") < 7.5e9 and 1.0e9 < parameter_count("llama-1b") < 1.1e9
     assert os.path.isfile(TOKENIZER_DIR / "chat_template.jinja")
+
+
+def test_wheel_folder_recipe_covers_the_runtime_dependencies():
+    """docs/performance.md's `pip download` line names every runtime dependency the GPU machine
+    does not already have (torch, transformers and transformers' own dependencies are there;
+    llama-cpp-python and accelerate are not needed on the torch path)."""
+    import re
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
+    present = {"torch", "transformers", "huggingface-hub", "safetensors", "tokenizers", "tomli"}
+    unneeded = {"llama-cpp-python", "accelerate"}
+    doc = (root / "docs" / "performance.md").read_text()
+    recipe = doc[doc.index("python -m pip download --dest .wheels"):]
+    recipe = recipe[: recipe.index("```")].lower().replace("_", "-")
+    missing = sorted(n for n in names - present - unneeded if f'"{n}' not in recipe)
+    assert not missing and '"pytest' in recipe, missing
