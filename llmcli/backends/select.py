@@ -25,7 +25,7 @@ silent fallback.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmcli.errors import UsageError
 
@@ -51,6 +51,7 @@ class BackendOptions:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     compile: bool = False
+    api_key: str | None = field(default=None, repr=False)  # remote: --api-key (env vars are read at load)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def choose(model_format: str, backend: str = "auto", device: str | None = None, 
     parameter table's canonical values (llmcli.params), already range-checked. Facts:
     ``cuda_available``/``mps_available`` (torch sees that GPU), ``gpu_offload`` (llama-cpp-python
     was built with GPU support), ``nvidia_driver`` (the driver's files exist), ``gpu_room`` (rule 4)."""
+    if model_format == "remote" or backend == "remote":
+        return _choose_remote(model_format, backend, device, gpu_layers)
     on_gpu = device is not None and device != "cpu"
     wants_layers = gpu_layers not in (None, 0)
 
@@ -162,6 +165,20 @@ def _gguf_without_gpu_llama(nvidia_driver: bool, cuda_available: bool, room: Gpu
     return Choice("llama.cpp", f"GGUF model: llama.cpp runs quantized weights fastest; on CPU ({why})", 0)
 
 
+def _choose_remote(model_format: str, backend: str, device: str | None, gpu_layers: int | None) -> Choice:
+    """A URL runs on the server it names: nothing local applies to it."""
+    if model_format != "remote":
+        raise UsageError("--backend remote needs a server URL as the model",
+                         "pass -m http://HOST:PORT/v1 (or a store name imported from a URL)")
+    if backend != "auto" and backend != "remote":
+        raise UsageError(f"--backend {backend} cannot run a model served at a URL", "drop --backend for a URL")
+    if device is not None or gpu_layers is not None:
+        flag = "--device" if device is not None else "--gpu-layers"
+        raise UsageError(f"{flag} does not apply to a model served at a URL",
+                         "the server decides where the model runs; drop the option")
+    return Choice("remote", "the model is a server URL: the remote backend (OpenAI API)")
+
+
 GgufSize = Callable[[object], "tuple[int | None, int | None]"]  # GGUF path -> (params, KV bytes per token)
 
 
@@ -170,6 +187,12 @@ def load_backend(ref, opts: BackendOptions, *, gguf_size: GgufSize | None = None
     a GGUF header (the store's reader: backends do not import the store)."""
     facts = _facts(ref, opts, gguf_size)
     choice = choose(ref.format, opts.backend, opts.device, gpu_layers=opts.gpu_layers, **facts)
+    if choice.backend == "remote":
+        import os
+
+        from llmcli.backends.remote import load
+
+        return load(ref, opts.api_key, os.environ, reason=choice.reason)
     if choice.backend == "llama.cpp":
         from llmcli.backends.llamacpp import LlamaCppBackend
 
@@ -183,8 +206,10 @@ def load_backend(ref, opts: BackendOptions, *, gguf_size: GgufSize | None = None
 def _facts(ref, opts: BackendOptions, gguf_size: GgufSize | None) -> dict:
     """Only the facts the rule needs for this model, since asking costs imports (torch ≈3 s)."""
     facts: dict = {}
-    backend = opts.backend
     model_format = ref.format
+    if model_format == "remote":
+        return facts
+    backend = opts.backend
     if model_format == "gguf" and backend != "torch":
         facts["gpu_offload"] = _llama_gpu_offload()
         if backend == "auto" and not opts.device and not facts["gpu_offload"] and opts.gpu_layers in (None, 0):

@@ -15,10 +15,10 @@ from llmcli.errors import UsageError
 
 def bench(
     suite: Annotated[Optional[list[str]], typer.Option("--suite", metavar="SUITE", show_default=False,
-                                                       help="core, torch, chat or gpu (default: core). "
-                                                            "Repeatable. gpu: the prepared GPU check (GPU tests "
-                                                            "and benchmark on random-weight models; no model "
-                                                            "needed; docs/performance.md).")
+                                                       help="core, torch, chat, remote or gpu (default: core; "
+                                                       "remote needs -m URL). Repeatable. gpu: the prepared GPU "
+                                                       "check (GPU tests and benchmark on random-weight models; "
+                                                       "no model needed; docs/performance.md).")
                      ] = None,
     model: o.ModelOpt = None,
     threads: o.ThreadsOpt = None,
@@ -64,10 +64,15 @@ def bench(
 
     info(f"machine: {platform.machine()} {platform.processor() or ''}, {physical_cores()} physical cores, "
          f"python {platform.python_version()}; model: {ref.display}")
+    remote = ref.format == "remote"
+    for name in names:
+        if (name == "remote") != remote:
+            raise UsageError(f"suite {name} needs " + ("-m http://HOST:PORT/v1 (a running server)" if not remote
+                                                       else "a model file, not a URL"))
     for name in names:
         info(f"running suite {name} …")
         module = importlib.import_module(SUITES[name])
-        rows = module.run(ref.path, threads, repeats=repeats)
+        rows = module.run(ref.location if remote else ref.path, threads, repeats=repeats)
         sys.stdout.write(render_markdown(rows, f"suite: {name} (model: {ref.display})") + "\n\n")
         sys.stdout.flush()
     if model_free:
