@@ -570,6 +570,19 @@ def build_repos(gguf: Path) -> list[HubRepo]:
     return [gguf_repo, hf_repo, no_q4, private, gated, classifier, other]
 
 
+DUAL_REPO = "TestOrg/SmolLM2-135M-Instruct-Dual"
+
+
+def dual_format_repo(gguf: Path) -> HubRepo:
+    """A repository with both weight formats (safetensors + config.json, and a Q4_K_M GGUF); kept out
+    of ``build_repos`` so the search tests' result lists do not change."""
+    repos = {r.repo_id: r for r in build_repos(gguf)}
+    files = dict(repos[HF_REPO].files)
+    q4 = "SmolLM2-135M-Instruct-Q4_K_M.gguf"
+    files[q4] = repos[GGUF_REPO].files[q4]
+    return HubRepo(DUAL_REPO, files, library="transformers", downloads=10)
+
+
 # ---------------------------------------------------------------- pytest fixtures
 # Test modules import these names (``from hub_server import hub, hub_server``) to use them.
 

@@ -82,6 +82,30 @@ def ensure_built(log=sys.stderr) -> dict[str, Path]:
     return binaries(folder)
 
 
+def ensure_tool(target: str, log=sys.stderr) -> Path:
+    """One more llama.cpp tool (e.g. ``llama-bench``) built in the same tree, after the server
+    build (same flags and commit); its own ``<target>.ok`` marker. Raises Unavailable."""
+    from filelock import FileLock
+
+    folder = build_dir()
+    path = folder / "build" / "bin" / target
+    marker = folder / f"{target}.ok"
+    if marker.is_file() and path.is_file():
+        return path
+    ensure_built(log)
+    with FileLock(str(folder) + ".lock"):
+        if not (marker.is_file() and path.is_file()):
+            try:
+                _run(["cmake", "--build", str(folder / "build"), "--config", "Release", "-j",
+                      str(os.cpu_count() or 2), "--target", target], log)
+            except RuntimeError as e:
+                raise Unavailable(f"could not build {target}: {e}") from None
+            if not path.is_file():
+                raise Unavailable(f"the build finished without {path}")
+            marker.write_text(version() + "\n")
+    return path
+
+
 def _unpacked_source(folder: Path, log) -> Path:
     src = folder / "src"
     ready = folder / "src.ok"

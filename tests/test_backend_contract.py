@@ -198,6 +198,10 @@ def test_prefix_reuse_processes_fewer_tokens_and_changes_nothing(subject):
         run(b, warm, GREEDY)
         assert run(b, target, GREEDY).text == first.text
         return
+    # long enough that the shared prefix spans whole reuse units (llama.cpp on CPU reuses in units of ALIGN)
+    system += " You know pigments, brushes, canvases, glazes, the history of painting and the science of colour." * 3
+    warm = chat(b, "What colour is the sky?", system)
+    target = chat(b, "Name three colours a dragon would paint with.", system)
     b.reset()
     fresh = run(b, target, GREEDY)
     assert fresh.finish.stats.prompt_tokens_processed == fresh.finish.stats.prompt_tokens
@@ -223,7 +227,8 @@ def test_prefill_then_generate_matches_fresh(subject):
     assert b.prefill(history) == len(history)
     assert b.prefill(history) == 0  # already there
     after = run(b, target, GREEDY)
-    assert after.finish.stats.prompt_tokens_processed < len(target.ids) - len(history) + 3
+    # a backend that reuses its cache only up to aligned positions (llama.cpp on CPU: ALIGN) may redo a few more
+    assert after.finish.stats.prompt_tokens_processed < len(target.ids) - len(history) + 3 + getattr(b, "ALIGN", 0)
     assert after.ids == fresh.ids
 
 

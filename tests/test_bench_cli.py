@@ -20,4 +20,4 @@ def test_repeats_must_be_positive():
 
 def test_help_lists_the_suites():
     r = run_cli("bench", "--help")
-    assert r.returncode == 0 and "core, torch or chat" in r.stdout
+    assert r.returncode == 0 and "core, torch, chat, remote or gpu" in r.stdout and "--quick" in r.stdout

@@ -5,12 +5,17 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_cli
-from llmcli.backends.select import ALL_LAYERS, choose
+from llmcli.backends.hardware import nvidia_driver_present
+from llmcli.backends.select import ALL_LAYERS, HEADROOM_TOKENS, RUNTIME_OVERHEAD, GpuRoom, choose
 from llmcli.backends.torch_env import TorchFacts, parse_device, parse_dtype, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, UsageError
 
 CUDA = dict(cuda_available=True)
 GPU_LLAMA = dict(gpu_offload=True)
+GB = 10**9
+# An 8B Llama (GQA: 32 layers × 8 KV heads × 256 values × 2 B = 131072 B a token) on an 80 GB and an 8 GB GPU
+BIG_GPU = dict(nvidia_driver=True, cuda_available=True, gpu_room=GpuRoom(80 * GB, 8_030_000_000, 2, 131072, "H100"))
+SMALL_GPU = dict(nvidia_driver=True, cuda_available=True, gpu_room=GpuRoom(8 * GB, 8_030_000_000, 2, 131072, "T4"))
 
 
 @pytest.mark.parametrize("fmt,backend,device,facts,layers,expect,why", [
@@ -31,10 +36,50 @@ GPU_LLAMA = dict(gpu_offload=True)
     ("gguf", "auto", "cuda:1", {}, None, ("torch", 0), "dequantized"),
     ("gguf", "torch", None, {}, None, ("torch", 0), "--backend torch"),
     ("gguf", "llama.cpp", None, {}, 0, ("llama.cpp", 0), "--backend llama.cpp"),
+    # GGUF, no --device, llama.cpp without GPU support: torch on a CUDA GPU when the dequantized model fits
+    ("gguf", "auto", None, {}, None, ("llama.cpp", 0), "on CPU (no NVIDIA driver found)"),
+    ("gguf", "auto", None, dict(nvidia_driver=True), None, ("llama.cpp", 0), "this torch cannot use CUDA"),
+    ("gguf", "auto", None, BIG_GPU, None, ("torch", 0),
+     "torch on the GPU (weights dequantized, the conversion is cached; it fits: 8.0B params × 2 B = 16.06 GB weights"
+     " + 0.54 GB KV cache for 4096 tokens + 1.07 GB runtime = 17.67 GB ≤ 80.00 GB free on H100)"),
+    ("gguf", "auto", None, SMALL_GPU, None, ("llama.cpp", 0),
+     "on CPU (the dequantized model does not fit the CUDA GPU: 8.0B params × 2 B = 16.06 GB weights"),
+    ("gguf", "auto", None, dict(SMALL_GPU, gpu_room=GpuRoom(8 * GB, 135_000_000, 2, 23040, "T4")), None,
+     ("torch", 0), "135M params × 2 B = 0.27 GB weights + 0.09 GB KV cache"),
+    ("gguf", "auto", None, dict(BIG_GPU, gpu_room=GpuRoom(80 * GB, None)), None, ("llama.cpp", 0),
+     "parameter count could not be read"),
+    ("gguf", "auto", None, dict(BIG_GPU, **GPU_LLAMA), None, ("llama.cpp", ALL_LAYERS), "all layers"),
+    ("gguf", "llama.cpp", None, BIG_GPU, None, ("llama.cpp", 0), "--backend llama.cpp was given; on CPU"),
+    ("gguf", "auto", "cpu", BIG_GPU, None, ("llama.cpp", 0), "--device cpu"),
 ])
 def test_rule(fmt, backend, device, facts, layers, expect, why):
     c = choose(fmt, backend, device, gpu_layers=layers, **facts)
     assert (c.backend, c.gpu_layers) == expect and why in c.reason
+
+
+def test_gpu_fit_boundary():
+    """Fits exactly when weights + KV headroom + runtime overhead ≤ free memory."""
+    need = 1_000_000 * 2 + 100 * HEADROOM_TOKENS + RUNTIME_OVERHEAD
+    assert GpuRoom(need, 1_000_000, 2, 100).fit()[0]
+    assert not GpuRoom(need - 1, 1_000_000, 2, 100).fit()[0]
+    assert not GpuRoom(need, 1_000_000, 4, 100).fit()[0]  # --dtype float32: 4 bytes a parameter
+
+
+def test_driver_detection_reads_files_only(tmp_path):
+    version = tmp_path / "version"
+    assert not nvidia_driver_present((str(version), str(tmp_path / "nvidia0")))
+    version.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14\n")
+    assert nvidia_driver_present((str(version), str(tmp_path / "nvidia0")))
+
+
+def test_gguf_run_without_driver_never_imports_torch(gguf_path):
+    """On this CPU-only machine (no NVIDIA driver) a GGUF run does not pay ≈3 s for `import torch`."""
+    if nvidia_driver_present():
+        pytest.skip("an NVIDIA driver is present here: torch is imported to ask about the GPU")
+    r = run_cli("generate", "-m", str(gguf_path), "--temperature", "0", "--max-tokens", "1", "Hi", check=True,
+                env={"PYTHONPROFILEIMPORTTIME": "1", "LLMCLI_DEBUG": "1"})
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "llama_cpp" in imported and "torch" not in imported and "transformers" not in imported
 
 
 @pytest.mark.parametrize("fmt,backend,device,facts,layers,needle", [
@@ -76,6 +121,8 @@ def test_verbose_explains_the_choice_on_this_machine(gguf_path):
     line = next(x for x in r.stderr.splitlines() if x.startswith("model: "))
     assert "backend: llama.cpp" in line and "why: GGUF model: llama.cpp runs quantized weights fastest" in line
     assert "on CPU" in line
+    if not nvidia_driver_present():
+        assert "on CPU (no NVIDIA driver found)" in line
     # -v is for people: the explanation, not llama.cpp's thousands of log lines (LLMCLI_DEBUG=1 has those)
     assert not any("llama_model_loader" in x for x in r.stderr.splitlines())
     r = run_cli("generate", "-m", str(gguf_path), "--temperature", "0", "--max-tokens", "2", "Hi", check=True,

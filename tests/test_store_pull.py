@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from hub_server import (GATED_REPO, GGUF_REPO, HF_REPO, NO_Q4KM_REPO, PRIVATE_REPO, PRIVATE_TOKEN, HubServer,
-                        build_repos, hub, hub_server)  # noqa: F401 - fixtures
+from hub_server import (DUAL_REPO, GATED_REPO, GGUF_REPO, HF_REPO, NO_Q4KM_REPO, PRIVATE_REPO, PRIVATE_TOKEN, HubServer,
+                        build_repos, dual_format_repo, hub, hub_server)  # noqa: F401 - fixtures
 from llmcli.store.metadata import human_bytes
 from llmcli.store.modelstore import ModelStore
 
@@ -127,6 +127,44 @@ def test_default_quant_choice_is_explained(hub):
     assert plan["quant"] == "Q5_K_M" and [f["name"] for f in plan["files"]] == ["tiny-Q5_K_M.gguf"]
     assert "Q4_K_M is not in the repository" in r.stderr and "Q5_K_M" in r.stderr
     assert models() == {} and not hub.state.requests(contains="/cdn/")
+
+
+@pytest.fixture
+def dual_hub(gguf_path, hub, monkeypatch):
+    """A hub of its own holding one repository with both GGUF and safetensors weights."""
+    srv = HubServer()
+    srv.add(dual_format_repo(gguf_path))
+    srv.start()
+    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    yield srv
+    srv.stop()
+
+
+def test_both_formats_pick_by_machine_and_say_why(dual_hub):
+    from llmcli.backends.hardware import cuda_gpu_name
+    from llmcli.store import hub as store_hub
+
+    r = run_cli("pull", DUAL_REPO, "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    if cuda_gpu_name() is None:  # this machine: no CUDA GPU, so GGUF for llama.cpp on CPU
+        assert plan["format"] == "gguf" and [f["name"] for f in plan["files"]] == [Q4KM]
+        assert "no CUDA GPU is here: llama.cpp runs GGUF fastest on CPU" in r.stderr
+        assert "pass --format hf" in r.stderr
+    r = run_cli("pull", DUAL_REPO, "--dry-run", "--json", "--format", "hf")
+    plan = json.loads(r.stdout)
+    assert plan["format"] == "hf" and "--format hf: pulling the safetensors weights" in r.stderr
+    assert Q4KM not in {f["name"] for f in plan["files"]}
+    r = run_cli("pull", DUAL_REPO, "--dry-run", "--json", "--format", "gguf")
+    assert json.loads(r.stdout)["format"] == "gguf" and "no CUDA GPU" not in r.stderr
+    # the rule on a CUDA machine (the preference is the caller's fact; the plan is a real hub call)
+    p = store_hub.plan(DUAL_REPO, prefer=("hf", "a CUDA GPU is here (H100) for the torch backend"))
+    assert p.format == "hf" and "model.safetensors" in {f.name for f in p.files}
+    assert p.note == ("the repository has GGUF and safetensors weights, and a CUDA GPU is here (H100) for the "
+                      "torch backend: pulling the safetensors weights, not the GGUF files (pass --format gguf "
+                      "for a GGUF)")
+    assert store_hub.plan(DUAL_REPO, fmt="gguf", prefer=("hf", "x")).format == "gguf"
+    assert models() == {} and not dual_hub.state.requests(contains="/cdn/")
 
 
 def test_revision_pin_and_name(hub):

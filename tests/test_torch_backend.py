@@ -139,6 +139,34 @@ def test_cli_n_samples_torch_verbose(hf_model_dir, torch_backend):
     assert again.text == records[1]["text"]
 
 
+def test_torch_run_prints_only_llmcli_lines_on_stderr(hf_model_dir):
+    """No library warning (transformers' `past_key_values` deprecation on every forward, …) reaches
+    stderr: without -v stderr is empty; with -v it holds only llmcli's own lines."""
+    args = ("generate", "-m", str(hf_model_dir), "--temperature", "0", "--max-tokens", "4", "Hi")
+    r = run_cli(*args, check=True)
+    assert r.stdout.strip() and r.stderr == ""
+    r = run_cli(*args[:1], "-v", *args[1:], check=True)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("model: ") and lines[1].startswith("prompt: "), r.stderr
+
+
+def test_library_warnings_are_filtered_in_one_place():
+    import subprocess
+    import sys
+
+    code = ("import sys, warnings, logging\n"
+            "if sys.argv[1] == 'quiet':\n"
+            "    from llmcli.cli.app import quiet_libraries; quiet_libraries()\n"
+            "from transformers.utils import logging as tl\n"
+            "warnings.warn('LIB-WARNING', FutureWarning)\n"
+            "logging.getLogger('torch._dynamo').warning('LIB-LOG')\n"
+            "tl.get_logger('transformers.models.x').warning('HF-LOG')\n")
+    loud = subprocess.run([sys.executable, "-c", code, "loud"], capture_output=True, text=True, check=True)
+    assert all(x in loud.stderr for x in ("LIB-WARNING", "LIB-LOG", "HF-LOG")), loud.stderr
+    quiet = subprocess.run([sys.executable, "-c", code, "quiet"], capture_output=True, text=True, check=True)
+    assert quiet.stderr == ""
+
+
 # --- other model families ----------------------------------------------------------------------------
 
 def _copy_tokenizer(src, dst):

@@ -29,7 +29,7 @@ def _greedy(model, prompt: list[int], steps: int, step):
 
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True).logits[0, -1]
+        logits = model(input_ids=torch.tensor([prompt]), cache=cache, use_cache=True).logits[0, -1]
         ids, all_logits = [], []
         for i in range(steps):
             tok = int(logits.argmax())
@@ -42,7 +42,7 @@ def _greedy(model, prompt: list[int], steps: int, step):
 def _transformers_greedy(model, prompt: list[int], steps: int):
     """Reference: transformers' own forward for every token."""
     def step(tok, pos, cache):
-        return model(input_ids=torch.tensor([[tok]]), position_ids=torch.tensor([[pos]]), past_key_values=cache,
+        return model(input_ids=torch.tensor([[tok]]), position_ids=torch.tensor([[pos]]), cache=cache,
                      use_cache=True).logits[0, -1]
 
     return _greedy(model, prompt, steps, step)

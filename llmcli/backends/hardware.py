@@ -35,3 +35,26 @@ def physical_cores() -> int:
         n = None
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(n or available, available))
+
+
+# Files an NVIDIA driver creates: the kernel module's version file, the first device node, and
+# WSL2's GPU paravirtualisation device (any vendor there: a false positive only costs an import).
+NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/dxg")
+
+
+def nvidia_driver_present(paths=NVIDIA_DRIVER_FILES) -> bool:
+    """Whether a CUDA GPU can exist here, without importing torch (≈3 s): a GGUF run on a
+    CPU-only machine must not pay for asking torch."""
+    return any(os.path.exists(p) for p in paths)
+
+
+def cuda_gpu_name() -> str | None:
+    """The CUDA GPU torch would use (its name), or None; torch is imported only when an NVIDIA
+    driver is present."""
+    if not nvidia_driver_present():
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0)

@@ -52,11 +52,18 @@ def model_params(llama_cpp):
 
 class LlamaCppBackend(LocalBackend):
     name = "llama.cpp"
-    # Only the part of the cache evaluated as prompt batches of >= 2 tokens is reused, and the last
-    # two prompt ids are always evaluated again (fresh logits, and no lone-token batch): a reply never
-    # depends on what the cache held before (a lone token's keys/values differ in the last bits).
+    # Only the part of the cache evaluated as prompt batches is reused, and the last two prompt ids
+    # are always evaluated again (fresh logits): a reply never depends on what the cache held before.
     MIN_FRESH = 2
     REUSE_DECODED = False
+    # On CPU, flash attention is on (llama.cpp's `auto`; faster), and with it a token's keys/values
+    # depend on which batch it was evaluated in (measured: logits off by up to 0.42 for the same
+    # prompt split at another place). So on CPU every prompt batch is an aligned unit of ALIGN
+    # absolute positions ([0, 64), [64, 128), …, the last one cut at the prompt's end) and the cache
+    # is reused only up to a multiple of ALIGN: a fresh run and a reusing run then evaluate the same
+    # positions in the same batches, bit for bit. The price: up to ALIGN - 1 tokens evaluated again
+    # per chat turn, and prompt batches of ALIGN tokens (docs/performance.md has the numbers).
+    ALIGN = 64
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
                  gpu_layers: int = 0, batch: int = 512, verbose: bool = False, reason: str = "",
@@ -84,16 +91,16 @@ class LlamaCppBackend(LocalBackend):
         self.threads = threads or physical_cores()
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx
+        self._align = 0 if gpu_layers else self.ALIGN
+        if self._align:
+            batch = self._align
         cparams.n_batch = min(batch, n_ctx)
         cparams.n_ubatch = min(batch, n_ctx)
         cparams.n_threads = self.threads
         cparams.n_threads_batch = self.threads
-        # On CPU, flash attention makes a token's keys/values depend on how the prompt was split into
-        # batches, so a reused prefix would not give the bits a fresh run gives (measured: logits off by
-        # up to 0.8). Without it, any split into batches of >= 2 tokens is bit-identical, for ~10 % of
-        # prompt-processing speed on CPU (docs/performance.md). GPU offload keeps llama.cpp's `auto`.
-        cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO if gpu_layers
-                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        # llama.cpp's own default (flash attention where the device supports it); on CPU made exact
+        # for prefix reuse by the aligned batches (ALIGN).
+        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
         try:
             self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=verbose)
         except ValueError:
@@ -165,9 +172,17 @@ class LlamaCppBackend(LocalBackend):
 
     # --- evaluation ---------------------------------------------------------------------------
     def _chunks(self, n: int) -> Iterator[tuple[int, int]]:
-        """(start, size) of the batches for n tokens: at most n_batch each, and never a lone last
-        token unless n == 1 (a batch of one token computes slightly different keys/values)."""
+        """(start, size) of the batches for n tokens appended at the end of the cache. On CPU: the
+        aligned units (ALIGN). Otherwise at most n_batch each, and never a lone last token unless
+        n == 1 (a batch of one token computes slightly different keys/values)."""
         i = 0
+        if self._align:
+            at = len(self._cached)
+            while i < n:
+                size = min(self._align - (at + i) % self._align, n - i)
+                yield i, size
+                i += size
+            return
         while i < n:
             size = min(self.n_batch, n - i)
             if n - i - size == 1 and size > 2:
@@ -184,6 +199,10 @@ class LlamaCppBackend(LocalBackend):
     def _evaluate(self, ids: Sequence[int]) -> None:
         for _ in self._decode(ids):
             pass
+
+    def _reusable(self, ids: Sequence[int]) -> int:
+        keep = super()._reusable(ids)
+        return keep - keep % self._align if self._align else keep
 
     def _step(self, ids, all_logits: bool = False) -> None:
         """Decode one batch (one generated id in the hot loop) at the end of the cache."""

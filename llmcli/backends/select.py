@@ -11,6 +11,12 @@ with the facts injected. The rule (``--backend auto``):
    ``--gpu-layers`` says otherwise; ``--device cpu`` keeps everything on the CPU).
 3. GGUF with ``--device cuda|mps`` and a llama.cpp without GPU support → torch on that
    device (the GGUF is dequantized; the conversion is cached).
+4. GGUF, no ``--device``, a CUDA GPU and a llama.cpp without GPU support → torch on the GPU
+   when the dequantized model fits its free memory (parameter count from the GGUF header ×
+   2 bytes, plus a KV cache for ``HEADROOM_TOKENS`` tokens and ``RUNTIME_OVERHEAD`` for CUDA's
+   context and activations), else llama.cpp on CPU; ``-v`` gives the numbers. Whether a GPU
+   exists is first asked of the NVIDIA driver's files (``hardware.nvidia_driver_present``), so a
+   CPU-only machine never imports torch for a GGUF.
 
 An explicit ``--backend`` or ``--device`` that cannot be honoured is an error, never a
 silent fallback.
@@ -18,6 +24,7 @@ silent fallback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +32,8 @@ from llmcli.errors import UsageError
 
 ALL_LAYERS = -1
 ADAPTER_GGUF = "adapter.gguf"  # an adapter folder's GGUF LoRA (llmcli finetune writes it)
+HEADROOM_TOKENS = 4096  # KV cache the fit test reserves (the torch cache grows only as a run needs)
+RUNTIME_OVERHEAD = 1 << 30  # CUDA context, activations and logits: measured ≈0.5–0.9 GiB for 135M–8B
 
 
 @dataclass(frozen=True)
@@ -54,17 +63,45 @@ class Choice:
     gpu_layers: int = 0  # llama.cpp only; -1 = all layers
 
 
+@dataclass(frozen=True)
+class GpuRoom:
+    """Rule 4's facts: the CUDA GPU torch would use and the dequantized GGUF's size."""
+
+    free_bytes: int  # free memory on the GPU, as the driver reports it
+    params: int | None  # parameter count from the GGUF header (None: unreadable)
+    bytes_per_param: int = 2  # bf16/fp16 on a GPU (4 with --dtype float32)
+    kv_bytes_per_token: int | None = None  # from the GGUF header; None: 1 % of the weights per 100 tokens
+    name: str = "cuda:0"
+
+    def fit(self) -> tuple[bool, str]:
+        """(fits, the numbers as one clause)."""
+        weights = (self.params or 0) * self.bytes_per_param
+        per_token = self.kv_bytes_per_token or weights // 10000
+        kv = per_token * HEADROOM_TOKENS
+        need = weights + kv + RUNTIME_OVERHEAD
+        fits = need <= self.free_bytes
+        return fits, (f"{_gb(self.params or 0, 'B')} params × {self.bytes_per_param} B = {_gb(weights)} GB weights + "
+                      f"{_gb(kv)} GB KV cache for {HEADROOM_TOKENS} tokens + {_gb(RUNTIME_OVERHEAD)} GB runtime = "
+                      f"{_gb(need)} GB {'≤' if fits else '>'} {_gb(self.free_bytes)} GB free on {self.name}")
+
+
+def _gb(n: int, unit: str = "") -> str:
+    if unit:  # a count: 135M, 8.0B
+        return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+    return f"{n / 1e9:.2f}"
+
+
 _NO_GPU_BUILD = ("llama-cpp-python here was built without GPU support",
                  "reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\", or use --backend torch")
 
 
 def choose(model_format: str, backend: str = "auto", device: str | None = None, *,
            cuda_available: bool = False, mps_available: bool = False, gpu_offload: bool = False,
-           gpu_layers: int | None = None) -> Choice:
+           gpu_layers: int | None = None, nvidia_driver: bool = False, gpu_room: GpuRoom | None = None) -> Choice:
     """The dispatch rule (module docstring). ``backend``, ``device`` and ``gpu_layers`` are the
     parameter table's canonical values (llmcli.params), already range-checked. Facts:
     ``cuda_available``/``mps_available`` (torch sees that GPU), ``gpu_offload`` (llama-cpp-python
-    was built with GPU support)."""
+    was built with GPU support), ``nvidia_driver`` (the driver's files exist), ``gpu_room`` (rule 4)."""
     if model_format == "remote" or backend == "remote":
         return _choose_remote(model_format, backend, device, gpu_layers)
     on_gpu = device is not None and device != "cpu"
@@ -100,6 +137,8 @@ def choose(model_format: str, backend: str = "auto", device: str | None = None, 
             raise UsageError(f"--device {device} with the llama.cpp backend: {_NO_GPU_BUILD[0]}", _NO_GPU_BUILD[1])
         return Choice("torch", f"GGUF with --device {device}, and {_NO_GPU_BUILD[0]}: torch on the GPU "
                                "(weights dequantized; the conversion is cached)")
+    if backend == "auto" and device is None and not gpu_offload and not wants_layers:
+        return _gguf_without_gpu_llama(nvidia_driver, cuda_available, gpu_room)
     if wants_layers and not gpu_offload:
         raise UsageError(f"--gpu-layers {gpu_layers}: {_NO_GPU_BUILD[0]}", _NO_GPU_BUILD[1])
     why = "--backend llama.cpp was given" if backend == "llama.cpp" else \
@@ -109,6 +148,23 @@ def choose(model_format: str, backend: str = "auto", device: str | None = None, 
         where = "all layers" if layers == ALL_LAYERS else f"{layers} layers"
         return Choice("llama.cpp", f"{why}; GPU offload of {where} (llama-cpp-python has GPU support)", layers)
     return Choice("llama.cpp", f"{why}; on CPU (this llama-cpp-python has no GPU support)", 0)
+
+
+def _gguf_without_gpu_llama(nvidia_driver: bool, cuda_available: bool, room: GpuRoom | None) -> Choice:
+    """Rule 4: a GGUF, no --device, and a llama-cpp-python that cannot use a GPU."""
+    if not nvidia_driver:
+        why = "no NVIDIA driver found"
+    elif not cuda_available:
+        why = "an NVIDIA driver is present but this torch cannot use CUDA"
+    elif room is None or not room.params:
+        why = "a CUDA GPU is present but the GGUF's parameter count could not be read"
+    else:
+        fits, numbers = room.fit()
+        if fits:
+            return Choice("torch", f"GGUF model, a CUDA GPU, and {_NO_GPU_BUILD[0]}: torch on the GPU (weights "
+                                   f"dequantized, the conversion is cached; it fits: {numbers})")
+        why = f"the dequantized model does not fit the CUDA GPU: {numbers}"
+    return Choice("llama.cpp", f"GGUF model: llama.cpp runs quantized weights fastest; on CPU ({why})", 0)
 
 
 def _choose_remote(model_format: str, backend: str, device: str | None, gpu_layers: int | None) -> Choice:
@@ -125,9 +181,13 @@ def _choose_remote(model_format: str, backend: str, device: str | None, gpu_laye
     return Choice("remote", "the model is a server URL: the remote backend (OpenAI API)")
 
 
-def load_backend(ref, opts: BackendOptions):
-    """Resolve the rule against the real machine and load the chosen backend."""
-    facts = _facts(ref.format, opts)
+GgufSize = Callable[[object], "tuple[int | None, int | None]"]  # GGUF path -> (params, KV bytes per token)
+
+
+def load_backend(ref, opts: BackendOptions, *, gguf_size: GgufSize | None = None):
+    """Resolve the rule against the real machine and load the chosen backend. ``gguf_size`` reads
+    a GGUF header (the store's reader: backends do not import the store)."""
+    facts = _facts(ref, opts, gguf_size)
     choice = choose(ref.format, opts.backend, opts.device, gpu_layers=opts.gpu_layers, **facts)
     if choice.backend == "remote":
         import os
@@ -147,20 +207,39 @@ def load_backend(ref, opts: BackendOptions):
     return TorchBackend(ref, opts, reason=choice.reason)
 
 
-def _facts(model_format: str, opts: BackendOptions) -> dict:
+def _facts(ref, opts: BackendOptions, gguf_size: GgufSize | None) -> dict:
     """Only the facts the rule needs for this model, since asking costs imports (torch ≈3 s)."""
     facts: dict = {}
+    model_format = ref.format
     if model_format == "remote":
         return facts
     backend = opts.backend
     if model_format == "gguf" and backend != "torch":
         facts["gpu_offload"] = _llama_gpu_offload()
+        if backend == "auto" and not opts.device and not facts["gpu_offload"] and opts.gpu_layers in (None, 0):
+            facts.update(_gpu_room_facts(ref.path, opts, gguf_size))
     if model_format != "gguf" and backend == "auto" and not opts.device:
         import torch  # a hard dependency
         facts["cuda_available"] = bool(torch.cuda.is_available())
         mps = getattr(torch.backends, "mps", None)
         facts["mps_available"] = bool(mps is not None and mps.is_available())
     return facts
+
+
+def _gpu_room_facts(path, opts: BackendOptions, gguf_size: GgufSize | None) -> dict:
+    from llmcli.backends.hardware import nvidia_driver_present
+
+    if not nvidia_driver_present():
+        return {"nvidia_driver": False}
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"nvidia_driver": True}
+    free, _total = torch.cuda.mem_get_info(0)
+    params, kv_per_token = gguf_size(path) if gguf_size is not None else (None, None)
+    room = GpuRoom(int(free), params, 4 if opts.dtype == "float32" else 2, kv_per_token,
+                   torch.cuda.get_device_name(0))
+    return {"nvidia_driver": True, "cuda_available": True, "gpu_room": room}
 
 
 def _llama_gpu_offload() -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from llmcli.backends.base import BackendInfo, SamplingParams
 from llmcli.backends.core import LocalBackend
-from llmcli.backends.torch_cache import growing_layer_class
+from llmcli.backends.torch_cache import cache_kwarg, growing_layer_class
 from llmcli.backends.torch_checks import check_architecture, check_hf_folder, read_config
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
@@ -67,7 +67,10 @@ def _merged_adapter(model, folder: Path):
 class TorchBackend(LocalBackend):
     name = "torch"
 
-    def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None, lean: bool = True):
+    def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None, loaded=None,
+                 lean: bool = True):
+        """``loaded``: (model, tokenizer) already built (the GPU benchmark's randomly initialised
+        models); ``ref`` then only names them."""
         notify = notify or _stderr
         path = Path(ref.path)
         device_req = parse_device(opts.device)
@@ -75,7 +78,7 @@ class TorchBackend(LocalBackend):
         self.verbose = opts.verbose
         pickle = False
         config_dict = None
-        if ref.format == "gguf":
+        if ref.format == "gguf" or loaded is not None:
             folder = None
         else:
             folder = path
@@ -84,7 +87,6 @@ class TorchBackend(LocalBackend):
 
         import torch
         import transformers
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from llmcli.backends.hardware import physical_cores
         from llmcli.backends.torch_env import torch_facts
@@ -97,35 +99,23 @@ class TorchBackend(LocalBackend):
         dtype_name, dtype_why = resolve_dtype(dtype_req, device, facts)
         self.threads = opts.threads or physical_cores()
         torch.set_num_threads(self.threads)
-        if folder is None:
+        if folder is None and loaded is None:
             from llmcli.backends.gguf_convert import ensure_converted
             from llmcli.config import cache_dir
 
             folder = ensure_converted(path, cache_dir(), notify=notify, quiet_libs=not opts.library_logs)
             config_dict = read_config(folder)
             self._check_arch(config_dict, False, transformers)
-        self.folder = folder
+        self.folder = folder or path
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype_name)
-        trust = bool(opts.trust_remote_code)
-
-        with quiet_transformers(not opts.library_logs):
-            try:
-                config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust)
-            except (ValueError, KeyError, OSError) as e:
-                raise ModelError(f"transformers cannot read the config of {folder}: {e}") from None
-            attn = self._attention(config, transformers)
-            try:
-                model = AutoModelForCausalLM.from_pretrained(
-                    str(folder), config=config, dtype=self.dtype, trust_remote_code=trust,
-                    use_safetensors=not pickle, attn_implementation=attn)
-            except (ValueError, KeyError, OSError, RuntimeError) as e:
-                raise ModelError(f"transformers could not load {folder}: {type(e).__name__}: {e}") from None
-            try:
-                tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
-            except (ValueError, KeyError, OSError, TypeError) as e:
-                raise ModelError(f"no usable tokenizer in {folder}: {e}",
-                                 "the folder needs tokenizer.json (or the model's tokenizer files)") from None
+        if loaded is not None:
+            model, tok = loaded
+            model.to(self.dtype)
+            attn = getattr(model.config, "_attn_implementation", None)
+        else:
+            model, tok, attn = self._load(folder, bool(opts.trust_remote_code), pickle, opts.library_logs,
+                                          transformers)
         if isinstance(tok, bool) or not hasattr(tok, "convert_ids_to_tokens"):
             raise ModelError(f"no usable tokenizer in {folder}")
         try:
@@ -149,6 +139,7 @@ class TorchBackend(LocalBackend):
             is not None else int(text_config.vocab_size)
 
         self._init_tokens()
+        self._cache_kwarg = cache_kwarg(model)
         self._cached: list[int] = []
         self._cache = None
         self._static = False
@@ -177,6 +168,29 @@ class TorchBackend(LocalBackend):
             f"{compile_note}")
 
     # --- loading helpers ---------------------------------------------------------------------------
+    def _load(self, folder: Path, trust: bool, pickle: bool, library_logs: bool, transformers):
+        """(model, tokenizer, attention implementation) from an HF folder."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        with quiet_transformers(not library_logs):
+            try:
+                config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust)
+            except (ValueError, KeyError, OSError) as e:
+                raise ModelError(f"transformers cannot read the config of {folder}: {e}") from None
+            attn = self._attention(config, transformers)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(folder), config=config, dtype=self.dtype, trust_remote_code=trust,
+                    use_safetensors=not pickle, attn_implementation=attn)
+            except (ValueError, KeyError, OSError, RuntimeError) as e:
+                raise ModelError(f"transformers could not load {folder}: {type(e).__name__}: {e}") from None
+            try:
+                tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
+            except (ValueError, KeyError, OSError, TypeError) as e:
+                raise ModelError(f"no usable tokenizer in {folder}: {e}",
+                                 "the folder needs tokenizer.json (or the model's tokenizer files)") from None
+        return model, tok, attn
+
     @staticmethod
     def _check_arch(config_dict: dict, trust: bool, transformers) -> None:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -348,8 +362,8 @@ class TorchBackend(LocalBackend):
         x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
         pos = torch.arange(start, start + len(ids), dtype=torch.long, device=self.device).unsqueeze(0)
         fn = self._compiled_step if (step and self._compiled_step is not None) else self.model
-        out = fn(input_ids=x, position_ids=pos, past_key_values=self._cache, use_cache=True,
-                 logits_to_keep=0 if all_logits else 1)
+        out = fn(input_ids=x, position_ids=pos, use_cache=True, logits_to_keep=0 if all_logits else 1,
+                 **{self._cache_kwarg: self._cache})
         return out.logits[0] if all_logits else out.logits[0, -1]
 
     def _evaluate(self, ids: Sequence[int]):

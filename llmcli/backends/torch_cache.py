@@ -3,7 +3,19 @@ default cache): appending a token copies one row, truncating for prefix reuse is
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
+
+
+def cache_kwarg(model) -> str:
+    """The name the model's ``forward`` takes its KV cache by: ``cache`` since transformers 5.x
+    renamed it (the old ``past_key_values`` still works there but warns on every call); remote-code
+    models written for older versions still take ``past_key_values``."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "cache"
+    return "cache" if "cache" in params or "past_key_values" not in params else "past_key_values"
 
 
 @lru_cache(maxsize=1)

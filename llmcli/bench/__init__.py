@@ -3,7 +3,9 @@
 Suites: ``core`` (llama.cpp backend vs llama-cpp-python), ``torch`` (torch backend vs
 transformers' ``generate``), ``chat`` (time to first token as a conversation grows, with and
 without prefix reuse), ``remote`` (``llmcli generate -m URL`` vs the ``openai`` client alone; needs
-``-m URL``). Each module's ``run(model, threads, repeats)`` returns table rows."""
+``-m URL``). Each module's ``run(model, threads, repeats)`` returns table rows.
+``gpu`` (``gpu.py``) is the prepared GPU check: it needs no model (random weights from configs)
+and runs the GPU-marked tests too; its ``run_check(quick=…, repeats=…)`` returns its table."""
 
 from __future__ import annotations
 
@@ -12,4 +14,6 @@ SUITES = {
     "torch": "llmcli.bench.torch",
     "chat": "llmcli.bench.chat",
     "remote": "llmcli.bench.remote",
+    "gpu": "llmcli.bench.gpu",
 }
+MODEL_FREE = frozenset({"gpu"})

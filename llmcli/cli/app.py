@@ -53,11 +53,30 @@ def _debug() -> bool:
         a in ("-v", "--verbose") for a in sys.argv[1:])
 
 
+def quiet_libraries() -> None:
+    """The one place library chatter is hidden: Python warnings (torch's, transformers'
+    deprecations), transformers' and huggingface_hub's loggers, and any other library logger's
+    WARNING, which Python's last-resort handler would print to stderr. They are for developers:
+    ``-v`` or ``LLMCLI_DEBUG=1`` shows them, and so does an explicit ``python -W``/PYTHONWARNINGS.
+    Runs before any of those libraries is imported (the env vars are read at their import)."""
+    import logging
+    import warnings
+
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    logging.getLogger().setLevel(logging.ERROR)
+
+
 def main() -> None:
     from llmcli.errors import LlmcliError
     from llmcli.output import OutputClosed, OutputError, guard_stdio, print_error, silence_stdout
 
     guard_stdio()
+    if not _debug():
+        quiet_libraries()
     try:
         # Non-standalone, so Typer's usage errors reach us and get the same one-line format.
         # prog_name fixed, so the completion variable is _LLMCLI_COMPLETE however llmcli was started.

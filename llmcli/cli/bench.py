@@ -15,19 +15,26 @@ from llmcli.errors import UsageError
 
 def bench(
     suite: Annotated[Optional[list[str]], typer.Option("--suite", metavar="SUITE", show_default=False,
-                                                       help="core, torch, chat or remote (default: core; "
-                                                       "remote needs -m URL). Repeatable.")
+                                                       help="core, torch, chat, remote or gpu (default: core; "
+                                                       "remote needs -m URL). Repeatable. gpu: the prepared GPU "
+                                                       "check (GPU tests and benchmark on random-weight models; "
+                                                       "no model needed; docs/performance.md).")
                      ] = None,
     model: o.ModelOpt = None,
     threads: o.ThreadsOpt = None,
-    repeats: Annotated[int, typer.Option("--repeats", help="Interleaved repetitions per measurement (median).")] = 5,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help="Interleaved repetitions per measurement "
+                                                   "(median). [default: 5; gpu: 3, --quick 2]",
+                                                   show_default=False)] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="gpu suite: the 135M and 1B models only, shorter runs "
+                                        "(the 8B model is skipped).")] = False,
     verbose: o.VerboseOpt = False,
 ) -> None:
     """Benchmark llmcli against llama-cpp-python / transformers on the same model.
 
     Prints a Markdown table (stdout) with medians and ratios; progress goes to stderr.
+    `--suite gpu` exits non-zero when a GPU test fails.
     """
-    from llmcli.bench import SUITES
+    from llmcli.bench import MODEL_FREE, SUITES
     from llmcli.bench.table import render_markdown
     from llmcli.config import load_settings
     from llmcli.output import info, warn
@@ -37,8 +44,18 @@ def bench(
     for name in names:
         if name not in SUITES:
             raise UsageError(f"unknown suite {name!r}", f"choose from {', '.join(SUITES)}")
-    if repeats < 1:
+    if repeats is not None and repeats < 1:
         raise UsageError("--repeats must be >= 1")
+    if quick and "gpu" not in names:
+        raise UsageError("--quick applies to --suite gpu only", "add --suite gpu, or drop --quick")
+    model_free = [n for n in names if n in MODEL_FREE]
+    names = [n for n in names if n not in MODEL_FREE]
+    if model_free and not names:
+        if model is not None:
+            raise UsageError("--suite gpu needs no model: it builds random-weight models from configs",
+                             "drop -m, or add a suite that takes a model (core, torch, chat)")
+        return _model_free(model_free, quick, repeats)
+    repeats = repeats or 5
     given = o.parse_flags({"model": model, "threads": threads})
     settings = load_settings()
     threads = o.setting(settings, given, "threads")
@@ -57,6 +74,15 @@ def bench(
         module = importlib.import_module(SUITES[name])
         rows = module.run(ref.location if remote else ref.path, threads, repeats=repeats)
         sys.stdout.write(render_markdown(rows, f"suite: {name} (model: {ref.display})") + "\n\n")
+        sys.stdout.flush()
+    if model_free:
+        _model_free(model_free, quick, repeats)
+
+
+def _model_free(names: list[str], quick: bool, repeats: int | None) -> None:
+    for name in names:
+        table = importlib.import_module("llmcli.bench." + name).run_check(quick=quick, repeats=repeats)
+        sys.stdout.write(table + "\n\n")
         sys.stdout.flush()
 
 

@@ -230,11 +230,12 @@ def read_inputs(paths: tuple[str, ...], *, stdin: bool = True):
 def load_model(model: str | None, settings, opts):
     """Resolve the model argument and load a backend for it; -v explains the choice on stderr."""
     from llmcli.backends.select import load_backend
+    from llmcli.store.metadata import gguf_size
     from llmcli.output import info, warn
     from llmcli.store.resolve import resolve
 
     ref = resolve(model, configured=settings.general.get("model"), warn=warn)
-    backend = load_backend(ref, opts)
+    backend = load_backend(ref, opts, gguf_size=gguf_size)
     if opts.verbose:
         i = backend.info
         info(f"model: {ref.display} ({ref.format}) | backend: {i.backend} | device: {i.device} | dtype: {i.dtype} | "

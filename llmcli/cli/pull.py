@@ -20,7 +20,8 @@ def pull(
                                                 "or REPO]", show_default=False)] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="Hugging Face access token for private or "
                                                  "gated repositories. [default: $HF_TOKEN]", show_default=False)] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="gguf or hf, when a repository has both.",
+    fmt: Annotated[Optional[str], typer.Option("--format", help="gguf or hf, when a repository has both. [default: hf where torch "
+                                               "has a CUDA GPU, else gguf]",
                                                show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show which files would be downloaded, and why; "
                                           "download nothing.")] = False,
@@ -48,13 +49,14 @@ def pull(
             raise UsageError(f"--update keeps the model's revision, name and format: drop {', '.join(given)}",
                              "to pull another revision or format, run `llmcli pull OWNER/REPO …` without --update")
         return _update(spec, token, dry_run, quiet, json_out)
+    prefer = _format_preference() if fmt is None else None
     if dry_run:
-        p, name = _store().plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt)
+        p, name = _store().plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt, prefer=prefer)
         if p.note:
             notify(p.note)
         return _show_plan(p, name, json_out)
     with download_progress(quiet) as bar:
-        rec = _store().pull(spec, name=name, revision=revision, token=token, fmt=fmt, tqdm_class=bar,
+        rec = _store().pull(spec, name=name, revision=revision, token=token, fmt=fmt, prefer=prefer, tqdm_class=bar,
                             notify=notify).record
     if json_out:
         _out(_dumps(_record_json(rec)))
@@ -62,6 +64,18 @@ def pull(
         what = rec.repo + (f":{rec.quant}" if rec.quant else "")
         _info(f"pulled {what} as {rec.name!r}: {human_bytes(rec.size)} in {len(rec.files)} file(s), "
               f"sha256 verified (commit {rec.commit[:12]})")
+
+
+def _format_preference() -> tuple[str, str]:
+    """For a repository with both weight formats: safetensors where torch has a CUDA GPU to run
+    them on, GGUF elsewhere (llama.cpp runs quantized weights fastest on CPU). Asking costs
+    nothing on a machine without an NVIDIA driver (no torch import)."""
+    from llmcli.backends.hardware import cuda_gpu_name
+
+    gpu = cuda_gpu_name()
+    if gpu:
+        return "hf", f"a CUDA GPU is here ({gpu}) for the torch backend"
+    return "gguf", "no CUDA GPU is here: llama.cpp runs GGUF fastest on CPU"
 
 
 def _show_plan(p, name: str, json_out: bool) -> None:

@@ -220,8 +220,11 @@ def _list_files(names: list[str], limit: int = 10) -> str:
     return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def plan(spec: str, *, revision: str | None = None, token: str | None = None, fmt: str | None = None) -> PullPlan:
-    """Which files ``spec`` means at ``revision`` (one hub call, nothing downloaded)."""
+def plan(spec: str, *, revision: str | None = None, token: str | None = None, fmt: str | None = None,
+         prefer: tuple[str, str] | None = None) -> PullPlan:
+    """Which files ``spec`` means at ``revision`` (one hub call, nothing downloaded). ``prefer`` is
+    (format, why) for a repository with both GGUF and safetensors weights and no ``--format``
+    (the caller knows the machine: safetensors for torch on a CUDA GPU, else GGUF); without it, GGUF."""
     from huggingface_hub import HfApi
 
     try:
@@ -288,7 +291,9 @@ def plan(spec: str, *, revision: str | None = None, token: str | None = None, fm
     if fmt == "gguf" and not groups:
         raise DownloadError(f"{repo_id} has no GGUF files (--format gguf)",
                             f"pull the HF-format weights without --format: llmcli pull {repo_id}")
-    if fmt == "hf" or (has_hf and not groups):
+    prefer_fmt, prefer_why = prefer or ("gguf", "")
+    both = has_hf and bool(groups)
+    if fmt == "hf" or (has_hf and not groups) or (fmt is None and both and prefer_fmt == "hf"):
         if not has_hf:
             pickles = [n for n in names if n.lower().endswith(q.PICKLE_SUFFIXES)]
             if "config.json" in names and pickles:
@@ -299,7 +304,10 @@ def plan(spec: str, *, revision: str | None = None, token: str | None = None, fm
                                 "pull a GGUF file instead, e.g. OWNER/REPO:Q4_K_M")
         why = None
         if groups:
-            why = "--format hf: pulling the safetensors weights, not the GGUF files"
+            why = ("--format hf" if fmt == "hf" else
+                   f"the repository has GGUF and safetensors weights, and {prefer_why}") + \
+                ": pulling the safetensors weights, not the GGUF files" + \
+                ("" if fmt == "hf" else " (pass --format gguf for a GGUF)")
         return PullPlan(repo_id, rev, commit, "hf", [remote[n] for n in hf], None, why, _license(info),
                         default_name(repo_id, "hf", None, "", revision))
     if groups:
@@ -310,7 +318,8 @@ def plan(spec: str, *, revision: str | None = None, token: str | None = None, fm
                                 f"(files: {_list_files(e.choices)})") from None
         why = f"no quant tag given: picked {group.quant or group.files[0]} because {why}"
         if has_hf:
-            why += " (pass --format hf for the safetensors weights)"
+            why += (f"; the repository also has safetensors weights, and {prefer_why}" if prefer_why and fmt is None
+                    else "") + " (pass --format hf for the safetensors weights)"
         return gguf_plan(group, why)
     pickles = [n for n in names if n.lower().endswith(q.PICKLE_SUFFIXES)]
     if pickles:

@@ -290,6 +290,25 @@ def gguf_metadata(paths: list[Path]) -> dict:
     }
 
 
+def gguf_size(path: str | Path) -> tuple[int | None, int | None]:
+    """(parameter count, f16 KV-cache bytes per token) of a GGUF, all parts of a split one, for
+    the dispatch rule's GPU fit test; (None, None) when the headers cannot be read (llama.cpp
+    then reports the damage in its own words)."""
+    from llmcli.store.quant import split_info
+
+    path = Path(path)
+    paths = [path]
+    info = split_info(path.name)
+    if info is not None:
+        stem = path.name[: -len(f"-{info[0]:05d}-of-{info[1]:05d}.gguf")]
+        paths = [path.with_name(f"{stem}-{i:05d}-of-{info[1]:05d}.gguf") for i in range(1, info[1] + 1)]
+    try:
+        meta = gguf_metadata(paths)
+    except (ModelError, OSError, ValueError):
+        return None, None
+    return meta["parameters"] or None, meta["memory"].get("kv_bytes_per_token")
+
+
 def safetensors_header(path: Path) -> dict:
     with path.open("rb") as f:
         raw = f.read(8)

@@ -174,20 +174,22 @@ class ModelStore:
     # ------------------------------------------------------------ adding
 
     def plan_pull(self, spec: str, *, name: str | None = None, revision: str | None = None,
-                  token: str | None = None, fmt: str | None = None):
-        """What ``pull`` would download, and the name it would register (nothing downloaded)."""
+                  token: str | None = None, fmt: str | None = None, prefer: tuple[str, str] | None = None):
+        """What ``pull`` would download, and the name it would register (nothing downloaded).
+        ``prefer``: (format, why) for a repository with both GGUF and safetensors weights."""
         from llmcli.store import hub
 
         if name is not None:
             validate_name(name)
-        p = hub.plan(spec, revision=revision, token=token, fmt=fmt)
+        p = hub.plan(spec, revision=revision, token=token, fmt=fmt, prefer=prefer)
         return p, validate_name(name or p.default_name)
 
     def pull(self, spec: str, *, name: str | None = None, revision: str | None = None, token: str | None = None,
-             fmt: str | None = None, tqdm_class=None, notify: Callable[[str], None] = lambda s: None) -> PullResult:
+             fmt: str | None = None, prefer: tuple[str, str] | None = None, tqdm_class=None,
+             notify: Callable[[str], None] = lambda s: None) -> PullResult:
         """Plan, download + verify, then register — in that order, so an interrupted or failed pull
         never leaves a registered model behind."""
-        p, name = self.plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt)
+        p, name = self.plan_pull(spec, name=name, revision=revision, token=token, fmt=fmt, prefer=prefer)
         probe = ModelRecord(name, "pulled", p.format, "-", repo=p.repo_id, revision=p.revision, commit=p.commit)
         self._check_free(self.snapshot(for_write=True), probe)  # before downloading gigabytes
         if p.note:
