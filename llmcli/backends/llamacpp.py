@@ -11,18 +11,20 @@ generation loop, prefix reuse and stream semantics are ``core.LocalBackend``'s.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, SamplingParams
+from llmcli.backends.base import BackendInfo, Constraint, SamplingParams
 from llmcli.backends.core import LocalBackend
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import PENALTY_LAST_N, NgramBlocker
-from llmcli.errors import BackendError, ModelError
+from llmcli.errors import BackendError, ModelError, UsageError
 
 
 @functools.lru_cache(maxsize=1)
@@ -205,7 +207,40 @@ class LlamaCppBackend(LocalBackend):
             s.add_min_p(params.min_p, 1)
             s.add_temp(params.temperature)
             s.add_dist(seed)
+        grammar = self.compiled(params.constraint)
+        if grammar is not None:
+            from llmcli.backends.llamacpp_grammar import GrammarSampler
+
+            return GrammarSampler(self._ll, s, self._grammar_sampler(grammar), self._ctx.ctx, self.n_vocab, blocker)
         return _NativeSampler(self._ll.llama_sampler_sample, s, self._ctx.ctx, blocker)
+
+    def _compile(self, constraint: Constraint) -> bytes:
+        """The GBNF text for llama.cpp's grammar sampler, checked by parsing it once. llama.cpp's parser
+        writes its complaint straight to file descriptor 2: it is caught and becomes our one error line."""
+        if constraint.kind == "json_schema":
+            from llmcli.backends.grammar_gbnf import to_gbnf
+
+            text = to_gbnf(constraint.text)
+        else:
+            text = constraint.text
+        grammar = text.encode("utf-8")
+        with _captured_stderr() as said:
+            sampler = self._ll.llama_sampler_init_grammar(self._vocab, grammar, b"root")
+        if not sampler:
+            why = next((line.split("error parsing grammar:")[-1].strip() for line in said()
+                        if line.strip()), "") or "a syntax error, an undefined rule, or no rule named root"
+            raise UsageError(f"llama.cpp cannot use {constraint.flag} {constraint.source}: {why}",
+                             "fix the grammar (GBNF, https://github.com/ggml-org/llama.cpp/blob/master/grammars)"
+                             if constraint.kind == "gbnf" else "simplify the schema")
+        self._ll.llama_sampler_free(sampler)
+        return grammar
+
+    def _grammar_sampler(self, grammar: bytes):
+        """A grammar sampler for one stream (the grammar parsed before, in ``_compile``)."""
+        sampler = self._ll.llama_sampler_init_grammar(self._vocab, grammar, b"root")
+        if not sampler:
+            raise BackendError("llama.cpp could not build the grammar sampler")
+        return sampler
 
     def _logprobs(self, ids: list[int]) -> list[float]:
         """One forward pass over the window, logits of every position."""
@@ -249,6 +284,26 @@ class _NativeSampler:
 
     def close(self) -> None:
         self._chain.close()
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """File descriptor 2 redirected to a temporary file for the block; yields a function giving the
+    lines written there."""
+    import tempfile
+
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read(65536).decode("utf-8", "replace").splitlines())
 
 
 def _ban_tokens(blocker: NgramBlocker):

@@ -75,7 +75,7 @@ def result_record(reply, *, model: str, backend: str, index: int) -> dict:
     return record
 
 
-@o.table_options("model", "file", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
+@o.table_options("model", "file", "json_schema", "grammar", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt. With piped stdin, stdin comes first as "
                                                     "context and this is the instruction.", show_default=False)] = None,
@@ -112,8 +112,11 @@ def generate(
       llmcli generate --temperature 0 --max-tokens 64 --stop "\\n\\n" "…"
 
       llmcli generate --n 3 --seed 7 --jsonl "Name a colour"
+
+      llmcli generate --json-schema person.json "Extract the person from: …"
     """
     from llmcli.cli.runlog import PendingLog
+    from llmcli.cli.structured import read_constraint
     from llmcli.logs import file_entry
     from llmcli.config import load_settings
     from llmcli.output import NullSink, TextSink, dumps, format_stats, info
@@ -125,6 +128,7 @@ def generate(
     # Every value is parsed and range-checked here, before stdin is read or a model is loaded.
     given = o.parse_flags(flags)
     params = o.sampling_params(settings, **{n: given[n] for n in P.SAMPLING_NAMES})
+    params = params.replace(constraint=read_constraint(given["json_schema"], given["grammar"]))
     think_mode = resolve_think_mode(o.setting(settings, given, "think"), _isatty(sys.stdout))
     opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, compile=compile_)
