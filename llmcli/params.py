@@ -310,6 +310,8 @@ TABLE: tuple[Param, ...] = (
           "itself ({...}).", section="input", settable=False, in_config=False, panel=OUTPUT, metavar="FILE|JSON"),
     Param("grammar", str, "Constrain the output to this GBNF grammar file (llama.cpp's format; rule root).",
           section="input", settable=False, in_config=False, panel=OUTPUT, metavar="FILE"),
+    Param("resume", str, "With --each-line: skip the lines this earlier output file (JSONL) already answers.",
+          section="input", settable=False, in_config=False, panel=INPUT, metavar="FILE"),
 )
 PARAMS: dict[str, Param] = {p.name: p for p in TABLE}
 SAMPLING_NAMES = tuple(p.name for p in TABLE if p.section == "sampling")

@@ -294,3 +294,12 @@ class LocalBackend:
         # Every position was evaluated as a prompt batch: the cache is still valid for reuse.
         self._exact = len(self._cached) if len(ids) >= 2 else 0
         return out
+
+
+def preflight(backend, params: SamplingParams) -> None:
+    """Raise now what ``stream`` would refuse before generating (a parameter or a constraint the
+    backend cannot honour), so a batch fails once instead of once per line."""
+    check_params(backend.name, backend.capabilities, params)
+    check_constraint(backend.name, backend.capabilities, params.constraint)
+    if isinstance(backend, LocalBackend):
+        backend.compiled(params.constraint)
