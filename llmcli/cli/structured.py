@@ -19,7 +19,7 @@ def read_constraint(json_schema: str | None, grammar: str | None) -> Constraint 
     if json_schema is not None and grammar is not None:
         raise UsageError("--json-schema and --grammar cannot be combined", "give one of them")
     if json_schema is not None:
-        inline = json_schema.lstrip().startswith("{")
+        inline = json_schema.lstrip().startswith(("{", "["))  # JSON text; a file name never starts so
         text, source = (json_schema, "inline") if inline else (_read("--json-schema", json_schema), json_schema)
         return Constraint("json_schema", _schema_text(text, source), source)
     if grammar is not None:
