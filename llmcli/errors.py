@@ -38,3 +38,8 @@ class DownloadError(LlmcliError):
 
 class StoreError(LlmcliError):
     """The local model registry refused an operation."""
+
+
+class StreamError(BackendError):
+    """A reply stream broke after it had started (a server stopped mid-reply): the text that
+    arrived before stays valid, the command reports this error after showing it."""

@@ -69,7 +69,7 @@ def fail(label: str, value, why: str, hint: str | None = None, typed: bool = Fal
 
 _BACKENDS = {"auto": "auto", "llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama_cpp": "llama.cpp",
              "llama-cpp": "llama.cpp", "gguf": "llama.cpp", "torch": "torch", "pytorch": "torch",
-             "transformers": "torch"}
+             "transformers": "torch", "remote": "remote", "openai": "remote", "server": "remote"}
 _DTYPES = {"auto": None, "float32": "float32", "fp32": "float32", "f32": "float32", "float16": "float16",
            "fp16": "float16", "f16": "float16", "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:(\d{1,4}))?)$")
@@ -271,11 +271,12 @@ TABLE: tuple[Param, ...] = (
     Param("n", int, "Number of independent samples.", 1, lo=1, hi=N_MAX, short="-n", settable=False,
           in_config=False),
     # --- model and runtime (top-level keys of the config file) ---------------------------------
-    Param("model", str, "A .gguf file, an HF-format folder, or a name from the store.", short="-m",
+    Param("model", str, "A .gguf file, an HF-format folder, a name from the store, or an OpenAI-compatible "
+          "server: http://HOST:PORT/v1 or 'http://HOST:PORT/v1#MODEL_ID'.", short="-m",
           default_text="the configured default model, else the embedded SmolLM2-135M", section="general",
           settable=False, panel=MODEL, metavar="MODEL"),
     Param("backend", str, "Which backend runs the model.", "auto", choices=_BACKENDS,
-          choices_text="auto, llama.cpp, torch", section="general", settable=False, panel=MODEL,
+          choices_text="auto, llama.cpp, torch, remote", section="general", settable=False, panel=MODEL,
           metavar="NAME"),
     Param("device", str, "Device for the torch backend (and llama.cpp GPU offload).", normalize=_device,
           choices_text="auto, cpu, cuda, cuda:N, mps", default_text="best available", nullable=True,
@@ -292,6 +293,11 @@ TABLE: tuple[Param, ...] = (
     Param("gpu_layers", int, "Layers to offload to the GPU (llama.cpp built with GPU support; -1 = all).",
           lo=-1, hi=GPU_LAYERS_MAX, nullable=True, default_text="all when offload is possible",
           section="general", settable=False, panel=MODEL),
+    # Never in the config file, a session or --json: LLMCLI_API_KEY / OPENAI_API_KEY are read by the
+    # remote backend itself (backends/remote_http.api_key), after this flag.
+    Param("api_key", str, "API key for a model served at a URL (else $LLMCLI_API_KEY, else $OPENAI_API_KEY); "
+          "never printed or saved.", nullable=True, default_text="none", section="general", settable=False,
+          in_config=False, panel=MODEL, metavar="KEY"),
     Param("think", str, "Where a reasoning model's <think> text goes.", choices={"show": "show", "hide": "hide",
           "stderr": "stderr"}, choices_text="show, hide, stderr", nullable=True,
           default_text="stderr when stdout is not a terminal, dimmed otherwise", section="general",

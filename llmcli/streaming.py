@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from llmcli.backends.base import Finish, GenerationStats, prompt_ids as ids_of
-from llmcli.errors import UsageError
+from llmcli.errors import StreamError, UsageError
 from llmcli.thinking import ThinkFilter
 
 
@@ -19,6 +19,7 @@ class Reply:
     token_ids: list[int] = field(default_factory=list)
     stats: GenerationStats = field(default_factory=GenerationStats)
     thinking_tokens: int = 0  # generated inside a thinking block
+    error: StreamError | None = None  # the stream broke mid-reply (finish_reason "error"); text is partial
 
     @property
     def interrupted(self) -> bool:
@@ -96,14 +97,15 @@ def run_stream(backend, prompt_ids, params, sink, think: ThinkFilter) -> Reply:
             raw.append(ev.text)
             emit(think.feed(ev.text))
         emit(think.flush())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StreamError) as e:
         emit(think.flush())
+        error = e if isinstance(e, StreamError) else None
         stats = GenerationStats(prompt_tokens=len(ids_of(prompt_ids)), generated_tokens=generated,
-                                finish_reason="interrupted", seed=params.seed)
+                                finish_reason="error" if error else "interrupted", seed=params.seed)
         if first_at is not None:  # the backend's own timings are lost with the stream: use ours
             stats.time_to_first_token = first_at - started
             stats.generation_seconds = time.perf_counter() - first_at
-        return Reply("".join(answer), "".join(thinking), "".join(raw), ids, stats, thinking_tokens)
+        return Reply("".join(answer), "".join(thinking), "".join(raw), ids, stats, thinking_tokens, error)
     assert final is not None
     if not resumed_ids:
         return Reply("".join(answer), "".join(thinking), final.text, final.token_ids, final.stats, thinking_tokens)

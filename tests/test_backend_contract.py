@@ -22,6 +22,8 @@ from llmcli.errors import LlmcliError, ModelError, UsageError
 SUBJECTS = [
     pytest.param("llama_subject", id="llama.cpp"),
     pytest.param("torch_subject", id="torch"),
+    pytest.param("remote_lcpp_subject", id="remote-llama-cpp-python"),
+    pytest.param("remote_llama_server_subject", id="remote-llama-server"),
 ]
 
 STORY = "Write a long story about a dragon who learns to paint."
@@ -45,6 +47,23 @@ def torch_subject(torch_backend, gguf_path, torch_cache_dir, converted_gguf):
     # The GGUF through torch reuses the session's conversion cache (converted_gguf fills it).
     return Subject(torch_backend, ["-m", str(gguf_path), "--backend", "torch"],
                    {"LLMCLI_CACHE_DIR": str(torch_cache_dir)})
+
+
+def _remote_subject(server) -> Subject:
+    from llmcli.backends.remote import RemoteBackend
+    from llmcli.backends.remote_http import ApiKey
+
+    return Subject(RemoteBackend(server.url, None, ApiKey(None, "none")), ["-m", server.url])
+
+
+@pytest.fixture(scope="session")
+def remote_lcpp_subject(lcpp_server):
+    return _remote_subject(lcpp_server)
+
+
+@pytest.fixture(scope="session")
+def remote_llama_server_subject(llama_server):
+    return _remote_subject(llama_server)
 
 
 @pytest.fixture(params=SUBJECTS)
@@ -174,6 +193,11 @@ def test_prefix_reuse_processes_fewer_tokens_and_changes_nothing(subject):
     system = "You are a careful assistant who answers in one short paragraph about painting and colours."
     warm = chat(b, "What colour is the sky?", system)
     target = chat(b, "Name three colours a dragon would paint with.", system)
+    if not b.capabilities.token_ids:  # a server reuses prefixes on its own: the reply must not depend on it
+        first = run(b, target, GREEDY)
+        run(b, warm, GREEDY)
+        assert run(b, target, GREEDY).text == first.text
+        return
     b.reset()
     fresh = run(b, target, GREEDY)
     assert fresh.finish.stats.prompt_tokens_processed == fresh.finish.stats.prompt_tokens
@@ -269,6 +293,8 @@ def test_out_of_range_ids_are_refused(subject):
 
 def test_prompt_longer_than_the_window_is_refused(subject):
     b = subject.backend
+    if not b.capabilities.token_ids:
+        return  # a server checks its own window (tests/test_remote.py)
     ids = list(chat(b, "Hi").ids)
     too_long = (ids * (b.n_ctx // len(ids) + 2))[: b.n_ctx + 5]
     with pytest.raises(ModelError, match="context window"):

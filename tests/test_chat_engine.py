@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcli.backends.base import Capabilities, Finish, GenerationStats, Message, SamplingParams, TokenEvent
+from llmcli.backends.base import Capabilities, Finish, GenerationStats, Message, Prompt, SamplingParams, TokenEvent
 from llmcli.backends.llamacpp import LlamaCppBackend
 from llmcli.chat.conversation import Conversation
 from llmcli.chat.engine import ChatSession, ContextOverflowError
@@ -147,7 +147,12 @@ class ScriptedBackend:
     def chat_ids(self, messages, *, add_generation_prompt=True, reasoning=None):
         return [ord(c) for c in self.chat_prompt(messages, add_generation_prompt=add_generation_prompt)]
 
-    def stream(self, prompt_ids, params):
+    def encode(self, *, messages=None, text=None):
+        rendered = self.chat_prompt(messages) if messages is not None else text
+        return Prompt(tuple(ord(c) for c in rendered), tuple(messages or ()), rendered)
+
+    def stream(self, prompt, params):
+        prompt_ids = list(prompt.ids) if isinstance(prompt, Prompt) else list(prompt)
         self.prompts.append("".join(chr(i) for i in prompt_ids))
         text = self.replies.pop(0)
         for ch in text:

@@ -94,7 +94,7 @@ def test_help_does_not_import_heavy_libraries():
     code = ("import sys; sys.argv=['llmcli','--help']\n"
             "from llmcli.cli.app import app\n"
             "try:\n    app(standalone_mode=False)\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch','transformers','llama_cpp','huggingface_hub','numpy') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch','transformers','llama_cpp','huggingface_hub','numpy','openai') if m in sys.modules]\n"
             "print('HEAVY=' + ','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "HEAVY="

@@ -218,6 +218,7 @@ class Capabilities:
 
     token_ids: bool = True  # stream() reports the generated ids (a server may give only text)
     tokenize: str = "local"  # "local" | "server" | "none": where tokenize/detokenize run
+    count_chat: bool = True  # chat_ids() works: a conversation's tokens can be counted (context fitting)
     prefill: bool = False  # prefill(ids) evaluates a prefix ahead of the next prompt
     logprobs: bool = False  # logprobs(ids): log p of each id given the ones before it
     grammar: frozenset[str] = frozenset()  # Constraint kinds enforced while decoding ("json_schema", "gbnf")

@@ -18,7 +18,7 @@ silent fallback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmcli.errors import UsageError
 
@@ -42,6 +42,7 @@ class BackendOptions:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     compile: bool = False
+    api_key: str | None = field(default=None, repr=False)  # remote: --api-key (env vars are read at load)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def choose(model_format: str, backend: str = "auto", device: str | None = None, 
     parameter table's canonical values (llmcli.params), already range-checked. Facts:
     ``cuda_available``/``mps_available`` (torch sees that GPU), ``gpu_offload`` (llama-cpp-python
     was built with GPU support)."""
+    if model_format == "remote" or backend == "remote":
+        return _choose_remote(model_format, backend, device, gpu_layers)
     on_gpu = device is not None and device != "cpu"
     wants_layers = gpu_layers not in (None, 0)
 
@@ -106,10 +109,30 @@ def choose(model_format: str, backend: str = "auto", device: str | None = None, 
     return Choice("llama.cpp", f"{why}; on CPU (this llama-cpp-python has no GPU support)", 0)
 
 
+def _choose_remote(model_format: str, backend: str, device: str | None, gpu_layers: int | None) -> Choice:
+    """A URL runs on the server it names: nothing local applies to it."""
+    if model_format != "remote":
+        raise UsageError("--backend remote needs a server URL as the model",
+                         "pass -m http://HOST:PORT/v1 (or a store name imported from a URL)")
+    if backend != "auto" and backend != "remote":
+        raise UsageError(f"--backend {backend} cannot run a model served at a URL", "drop --backend for a URL")
+    if device is not None or gpu_layers is not None:
+        flag = "--device" if device is not None else "--gpu-layers"
+        raise UsageError(f"{flag} does not apply to a model served at a URL",
+                         "the server decides where the model runs; drop the option")
+    return Choice("remote", "the model is a server URL: the remote backend (OpenAI API)")
+
+
 def load_backend(ref, opts: BackendOptions):
     """Resolve the rule against the real machine and load the chosen backend."""
     facts = _facts(ref.format, opts)
     choice = choose(ref.format, opts.backend, opts.device, gpu_layers=opts.gpu_layers, **facts)
+    if choice.backend == "remote":
+        import os
+
+        from llmcli.backends.remote import load
+
+        return load(ref, opts.api_key, os.environ, reason=choice.reason)
     if choice.backend == "llama.cpp":
         from llmcli.backends.llamacpp import LlamaCppBackend
 
@@ -123,6 +146,8 @@ def load_backend(ref, opts: BackendOptions):
 def _facts(model_format: str, opts: BackendOptions) -> dict:
     """Only the facts the rule needs for this model, since asking costs imports (torch ≈3 s)."""
     facts: dict = {}
+    if model_format == "remote":
+        return facts
     backend = opts.backend
     if model_format == "gguf" and backend != "torch":
         facts["gpu_offload"] = _llama_gpu_offload()

@@ -2,7 +2,8 @@
 
 Suites: ``core`` (llama.cpp backend vs llama-cpp-python), ``torch`` (torch backend vs
 transformers' ``generate``), ``chat`` (time to first token as a conversation grows, with and
-without prefix reuse). Each module's ``run(model_path, threads, repeats)`` returns table rows."""
+without prefix reuse), ``remote`` (``llmcli generate -m URL`` vs the ``openai`` client alone; needs
+``-m URL``). Each module's ``run(model, threads, repeats)`` returns table rows."""
 
 from __future__ import annotations
 
@@ -10,4 +11,5 @@ SUITES = {
     "core": "llmcli.bench.core",
     "torch": "llmcli.bench.torch",
     "chat": "llmcli.bench.chat",
+    "remote": "llmcli.bench.remote",
 }

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmcli.attachments import Attachment, compose, overflow_error
-from llmcli.backends.base import Message
+from llmcli.backends.base import Message, Prompt
 from llmcli.chat import sessions
 from llmcli.chat.conversation import Conversation
 from llmcli.chat.fitting import Overflow, fit, reply_reserve
@@ -80,9 +80,13 @@ class ChatSession:
     def reserve(self) -> int:
         return reply_reserve(self.conv.params.max_tokens, self.backend.n_ctx)
 
-    def prepare(self) -> tuple[list[int], str, int]:
-        """(prompt ids, prompt text, exchanges dropped now) for the pending message."""
+    def prepare(self) -> tuple[Prompt, int]:
+        """(the prompt, exchanges dropped now) for the pending message. A backend that cannot count
+        a conversation's tokens (a server without a tokenizer endpoint) gets it whole: the server
+        says when it no longer fits."""
         conv, n_ctx = self.conv, self.backend.n_ctx
+        if not self.backend.capabilities.count_chat:
+            return self.backend.encode(messages=conv.model_messages(), reasoning=conv.params.reasoning), 0
         reserve = self.reserve
         try:
             f = fit(conv.exchanges, conv.context_start, lambda s: len(self._ids(s)), n_ctx=n_ctx, reserve=reserve)
@@ -97,10 +101,7 @@ class ChatSession:
             kept = conv.exchanges - f.start
             self.notify(f"context window full: dropped the {_plural(f.dropped, 'oldest exchange')} "
                         f"({kept} kept, {f.tokens} of {n_ctx} tokens used)")
-        msgs = conv.model_messages()
-        mode = conv.params.reasoning
-        return (self.backend.chat_ids(msgs, reasoning=mode), self.backend.chat_prompt(msgs, reasoning=mode),
-                f.dropped)
+        return self.backend.encode(messages=conv.model_messages(), reasoning=conv.params.reasoning), f.dropped
 
     # --- attached files ------------------------------------------------------------------------
     def attach(self, files: list[Attachment]) -> None:
@@ -158,16 +159,20 @@ class ChatSession:
 
     def _generate(self, sink) -> TurnResult:
         conv = self.conv
-        ids, text, dropped = self.prepare()
+        prompt, dropped = self.prepare()
         seed = conv.reply_seed()
         params = conv.params.replace(seed=seed, n=1)
-        reply = run_stream(self.backend, ids, params, sink, think_filter_for(text))
+        reply = run_stream(self.backend, prompt, params, sink, think_filter_for(prompt.text))
         answer = reply.text.lstrip("\n") if reply.thinking else reply.text
-        conv.add_reply(answer, thinking=reply.thinking, interrupted=reply.interrupted, seed=seed)
+        # A reply cut off by a broken stream is kept like an interrupted one (/retry redoes it).
+        conv.add_reply(answer, thinking=reply.thinking, interrupted=reply.interrupted or reply.error is not None,
+                       seed=seed)
         self.last = reply
-        self.last_prompt_tokens = len(ids)
+        self.last_prompt_tokens = len(prompt.ids) or reply.stats.prompt_tokens
         self.save()
-        result = TurnResult(reply, dropped, len(ids))
+        if reply.error is not None:
+            raise reply.error
+        result = TurnResult(reply, dropped, self.last_prompt_tokens)
         if self.on_turn is not None:
             self.on_turn(self, result)
         self.schedule_prefill()

@@ -15,7 +15,8 @@ from llmcli.errors import UsageError
 
 def bench(
     suite: Annotated[Optional[list[str]], typer.Option("--suite", metavar="SUITE", show_default=False,
-                                                       help="core, torch or chat (default: core). Repeatable.")
+                                                       help="core, torch, chat or remote (default: core; "
+                                                       "remote needs -m URL). Repeatable.")
                      ] = None,
     model: o.ModelOpt = None,
     threads: o.ThreadsOpt = None,
@@ -46,10 +47,15 @@ def bench(
 
     info(f"machine: {platform.machine()} {platform.processor() or ''}, {physical_cores()} physical cores, "
          f"python {platform.python_version()}; model: {ref.display}")
+    remote = ref.format == "remote"
+    for name in names:
+        if (name == "remote") != remote:
+            raise UsageError(f"suite {name} needs " + ("-m http://HOST:PORT/v1 (a running server)" if not remote
+                                                       else "a model file, not a URL"))
     for name in names:
         info(f"running suite {name} …")
         module = importlib.import_module(SUITES[name])
-        rows = module.run(ref.path, threads, repeats=repeats)
+        rows = module.run(ref.location if remote else ref.path, threads, repeats=repeats)
         sys.stdout.write(render_markdown(rows, f"suite: {name} (model: {ref.display})") + "\n\n")
         sys.stdout.flush()
 

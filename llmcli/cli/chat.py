@@ -135,7 +135,7 @@ def chat(
 
     def loader(name: str):
         r, b = o.load_model(name, settings, opts)
-        return r.display, str(r.path), b
+        return r.display, r.location, b
 
     chat_session = None
     try:
@@ -147,7 +147,7 @@ def chat(
         conv.params = conv.params.replace(constraint=constraint)
         if system is not None:
             conv.set_system(system)
-        conv.model, conv.model_path = ref.display, str(ref.path)
+        conv.model, conv.model_path = ref.display, ref.location
         saver = sessions.Autosaver(path, enabled=not no_save)
         chat_session = ChatSession(engine, conv, autosaver=saver, notify=info, background_prefill=interactive,
                                    model_loader=loader, on_turn=_turn_logger(settings, no_log, ref))

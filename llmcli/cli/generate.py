@@ -178,7 +178,7 @@ def generate(
             if i and not (json_out or jsonl):
                 sys.stdout.write("\n")
             reply = run_stream(engine, prompt_obj, sample_params, sink, think_filter_for(prompt_text))
-            if not (json_out or jsonl):
+            if not (json_out or jsonl) and (reply.error is None or sink.wrote_any):
                 sink.end()
             if stats or verbose:
                 info(format_stats(reply.stats, label=f"sample {i + 1}/{params.n}" if params.n > 1 else ""))
@@ -188,10 +188,13 @@ def generate(
                 sys.stdout.write(dumps(record) + "\n")
                 sys.stdout.flush()
             records.append(record)
-            if reply.interrupted:
+            if reply.interrupted or reply.error is not None:
+                # What was generated stays: the record (finish_reason "interrupted" | "error"), then exit.
                 if json_out:
                     sys.stdout.write(dumps(records[0] if params.n == 1 else records) + "\n")
                 sys.stdout.flush()
+                if reply.error is not None:
+                    raise reply.error
                 raise typer.Exit(130)
         if json_out:
             sys.stdout.write(dumps(records[0] if params.n == 1 else records) + "\n")

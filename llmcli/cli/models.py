@@ -71,6 +71,8 @@ def ago(ts: str | None, now: datetime | None = None) -> str:
 def _source(rec) -> str:
     if rec.kind == "imported":
         return f"import: {rec.path}"
+    if rec.kind == "remote":
+        return rec.describe_source()
     return (rec.repo or "?") + (f"@{rec.revision}" if rec.revision and rec.revision != "main" else "")
 
 
@@ -112,7 +114,8 @@ def list_models(
     else:
         table = [("NAME", "SOURCE", "FORMAT", "QUANT", "SIZE", "LAST USED")]
         for r in recs:
-            label = r.name + (" *" if reg.default == r.name else "") + ("" if os.path.exists(r.path) else " (missing)")
+            gone = r.kind != "remote" and not os.path.exists(r.path)
+            label = r.name + (" *" if reg.default == r.name else "") + (" (missing)" if gone else "")
             table.append((label, _source(r), r.format, r.quant or "-", human_bytes(r.size), ago(r.last_used)))
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
         for row in table:
@@ -147,6 +150,14 @@ def show(
 
     m = _store().show(name)
     rec, meta = m.record, m.metadata
+    if rec is not None and rec.kind == "remote":
+        if json_out:
+            _out(_dumps({"name": rec.name, "aliases": list(m.aliases), "default": m.is_default, "kind": rec.kind,
+                         "source": rec.source, "url": rec.url, "model_id": rec.model_id}))
+        else:
+            _out(f"name: {rec.name}\nsource: {rec.describe_source()} (OpenAI-compatible server; `-m {rec.name}` "
+                 "sends requests there)")
+        return
     license_ = (rec.license if rec else None) or meta.get("license")
     if json_out:
         _out(_dumps({"name": rec.name if rec else None, "aliases": list(m.aliases), "default": m.is_default,
@@ -254,17 +265,28 @@ def rm(
 
 @models_app.command("import")
 def import_model(
-    path: Annotated[str, typer.Argument(help="A .gguf file (first part of a split model) or an HF-format folder.",
+    path: Annotated[str, typer.Argument(help="A .gguf file (first part of a split model), an HF-format folder, or "
+                                        "an OpenAI-compatible server's URL (http://HOST:PORT/v1).",
                                         show_default=False)],
-    name: Annotated[Optional[str], typer.Option("--as", help="Store name. [default: the file or folder name]",
-                                                show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--as", help="Store name. [default: the file or folder name; for a "
+                                                "URL the model id, else the host]", show_default=False)] = None,
+    model_id: Annotated[Optional[str], typer.Option("--model-id", help="For a URL: the server's model id (default: "
+                                                    "the server's only model).", show_default=False)] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Register a local model without copying it; `models rm` later never deletes its files.
+    A URL registers a model served by vLLM, llama-server, … (the URL and model id only, never a key).
 
     A GGUF whose tensor data does not fit in the file (a cut download) is refused."""
     from llmcli.store.metadata import human_bytes
+    from llmcli.store.refs import is_model_url
 
+    if is_model_url(path):
+        rec = _store().import_remote(path, model_id, name)
+        _info(f"imported {rec.describe_source()} as {rec.name!r} (a server; `-m {rec.name}` uses it)")
+        return
+    if model_id is not None:
+        raise UsageError("--model-id applies to a URL only")
     rec = _store().import_model(path, name)
     _info(f"imported {rec.path} as {rec.name!r} ({rec.format}, {human_bytes(rec.size)}; not copied)")
 

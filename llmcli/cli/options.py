@@ -105,6 +105,7 @@ def _is_argument(annotation) -> bool:
 ModelOpt = option_type(P.PARAMS["model"])
 BackendOpt = option_type(P.PARAMS["backend"])
 ThreadsOpt = option_type(P.PARAMS["threads"])
+ApiKeyOpt = option_type(P.PARAMS["api_key"])
 AllowPickleOpt = Annotated[bool, typer.Option(
     "--allow-pickle", help="Allow loading pickle (.bin/.pt) weights, which can run code. Off by default.",
     rich_help_panel=MODEL_PANEL)]
@@ -170,6 +171,7 @@ def backend_options(settings, given: dict | None = None, *, verbose=False, allow
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         compile=compile,
+        api_key=setting(settings, given or {}, "api_key"),
     )
 
 

@@ -56,6 +56,7 @@ def tokenize(
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt for --chat.",
                                                   show_default=False)] = None,
     backend: o.BackendOpt = None,
+    api_key: o.ApiKeyOpt = None,
     verbose: o.VerboseOpt = False,
     flags: dict | None = None,
 ) -> None:
@@ -70,7 +71,7 @@ def tokenize(
 
     if chat and no_special:
         raise UsageError("--chat and --no-special cannot be combined", "the chat template is made of special tokens")
-    given = o.parse_flags({"model": model, "backend": backend, **(flags or {})})
+    given = o.parse_flags({"model": model, "backend": backend, "api_key": api_key, **(flags or {})})
     for name, value in (("--system", system), ("--file", given.get("file")), ("--reasoning", given.get("reasoning"))):
         if value and not chat:
             raise UsageError(f"{name} only applies with --chat")
@@ -113,6 +114,7 @@ def detokenize(
     model: o.ModelOpt = None,
     no_newline: Annotated[bool, typer.Option("--no-newline", "-n", help="Do not add a final newline.")] = False,
     backend: o.BackendOpt = None,
+    api_key: o.ApiKeyOpt = None,
     verbose: o.VerboseOpt = False,
 ) -> None:
     """Turn token ids back into text (special tokens shown as their text)."""
@@ -125,7 +127,7 @@ def detokenize(
             raise UsageError("no token ids given", "pass ids as arguments or on stdin")
         words = [stdin]
     token_ids = parse_ids(words)
-    given = o.parse_flags({"model": model, "backend": backend})
+    given = o.parse_flags({"model": model, "backend": backend, "api_key": api_key})
     settings = load_settings()
     opts = o.backend_options(settings, given, ctx=TOKENIZE_CTX, verbose=verbose)
     _, engine = o.load_model(given["model"], settings, opts)

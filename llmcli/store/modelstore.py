@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from llmcli.errors import ModelError, StoreError, UsageError
 from llmcli.store import registry
@@ -103,6 +104,9 @@ class ModelStore:
         return rec
 
     def ref(self, rec: ModelRecord) -> ModelRef:
+        if rec.kind == "remote":
+            return ModelRef(None, "remote", rec.name, "store", extra={"record": rec}, url=rec.url,
+                            model_id=rec.model_id)
         path = Path(rec.path)
         if not path.exists():
             where = "imported from" if rec.kind == "imported" else "stored at"
@@ -135,6 +139,8 @@ class ModelStore:
                 raise
             reg = Registry()  # a damaged registry never hides a model given by its path
         rec = reg.get(name)
+        if rec is not None and rec.kind == "remote":  # no files, no headers: the server has the model
+            return ModelInfo(rec, self.ref(rec), {}, (), tuple(reg.aliases_of(rec.name)), reg.default == rec.name)
         if rec is not None:
             ref = self.ref(rec)
             parts = [Path(f.path) for f in rec.files if f.path.lower().endswith(".gguf")]
@@ -244,6 +250,22 @@ class ModelStore:
         stored = tuple(StoredFile(f.name, str(f), f.stat().st_size) for f in files)
         rec = ModelRecord(validate_name(name or _import_name(target)), "imported", ref.format, str(target),
                           stored, sum(f.size for f in stored), quant)
+        self._register(rec)
+        return self.find(rec.name)
+
+    def import_remote(self, url: str, model_id: str | None, name: str | None = None) -> ModelRecord:
+        """Register a model served at ``url`` (a name for ``-m URL#MODEL_ID``); nothing is contacted.
+        The record holds the URL and the model id only, never an API key."""
+        from llmcli.store.refs import parse_model_url
+
+        base, in_url = parse_model_url(url)
+        if in_url and model_id and in_url != model_id:
+            raise UsageError(f"the URL names model {in_url!r} but --model-id says {model_id!r}", "give one of them")
+        model_id = model_id or in_url
+        if model_id is not None and (not model_id.strip() or "\x00" in model_id):
+            raise UsageError("empty or invalid --model-id")
+        default = re.sub(r"[^A-Za-z0-9._:@+-]+", "-", model_id or urlsplit(base).hostname or "").strip("-.")
+        rec = ModelRecord(validate_name(name or default or "remote"), "remote", url=base, model_id=model_id)
         self._register(rec)
         return self.find(rec.name)
 

@@ -59,6 +59,8 @@ class ModelRecord:
     revision: str | None = None
     commit: str | None = None
     spec: str | None = None
+    url: str | None = None  # remote: the server's OpenAI API root (never credentials, never a key)
+    model_id: str | None = None  # remote: the server's model id; None = the server's only model
     added: str | None = None  # UTC, TIME_FORMAT
     last_used: str | None = None
 
@@ -75,6 +77,8 @@ class ModelRecord:
     def describe_source(self) -> str:
         if self.kind == "imported":
             return f"imported from {self.path}"
+        if self.kind == "remote":
+            return f"served at {self.url}" + (f"#{self.model_id}" if self.model_id else "")
         return "pulled from " + (self.repo or "?") + (f":{self.quant}" if self.quant else "")
 
     def same_source(self, other: "ModelRecord") -> bool:
@@ -83,6 +87,8 @@ class ModelRecord:
             return False
         if self.kind == "imported":
             return self.path == other.path
+        if self.kind == "remote":
+            return (self.url, self.model_id) == (other.url, other.model_id)
         return self.repo == other.repo and self.format == other.format
 
     def to_json(self) -> dict:
@@ -148,6 +154,18 @@ def _files(v) -> bool:
     return isinstance(v, list)  # each element is checked by _stored_file
 
 
+def _url(v) -> bool:
+    """An http(s) URL without credentials (a remote record never holds a key)."""
+    from llmcli.store.refs import parse_model_url
+
+    if not _str(v) or "#" in v:
+        return False
+    try:
+        return parse_model_url(v)[0] == v
+    except UsageError:
+        return False
+
+
 # Per kind: (field, check, required). Fields not listed must be absent or null.
 KINDS: dict[str, tuple[tuple[str, object, bool], ...]] = {
     "imported": (("format", _format, True), ("path", _path, True), ("files", _files, True),
@@ -155,6 +173,7 @@ KINDS: dict[str, tuple[tuple[str, object, bool], ...]] = {
     "pulled": (("format", _format, True), ("path", _path, True), ("files", _files, True),
                ("size", _count, True), ("quant", _opt_str, False), ("license", _opt_str, False),
                ("repo", _str, True), ("revision", _str, True), ("commit", _str, True), ("spec", _opt_str, False)),
+    "remote": (("url", _url, True), ("model_id", _opt_str, False)),
 }
 _LEGACY_SOURCE = {"hf": "pulled", "import": "imported"}
 
@@ -208,7 +227,7 @@ def record_from_json(name: str, obj, version: int = VERSION) -> ModelRecord:
         if not check(v):
             raise Damaged(f"{where}.{f} is missing or of the wrong type")
         values[f] = v
-    values["files"] = tuple(_stored_file(x, f"{where}.files[{i}]") for i, x in enumerate(values["files"]))
+    values["files"] = tuple(_stored_file(x, f"{where}.files[{i}]") for i, x in enumerate(values.get("files", ())))
     for f in ("added", "last_used"):
         if not _time(obj.get(f)):
             raise Damaged(f"{where}.{f} is not a UTC timestamp like 2026-01-31T12:00:00Z")

