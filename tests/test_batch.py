@@ -76,7 +76,22 @@ def test_batch_records_in_order_with_error_records_then_resume_after_kill(cli, g
     assert comparable(records(out.read_text())) == comparable(recs)
 
 
+def test_parallel_4_gives_the_records_of_parallel_1_for_greedy_decoding(cli, gguf_path):
+    """Several sequences in one llama_batch per step, admitted as others finish (lines of different
+    lengths finish at different steps), with error lines interleaved: the same records, in order."""
+    data = b"".join(corpus().splitlines(keepends=True)[:16])  # blank line 7, bad UTF-8 line 13
+    args = [a if a != "0.7" else "0" for a in BASE] + ["-m", str(gguf_path), "--max-tokens", "10", "--stop", "."]
+    one = cli(*args, "--parallel", "1", input=data)
+    four = cli(*args, "--parallel", "4", input=data)
+    assert one.returncode == four.returncode == 1, four.stderr
+    assert comparable(records(four.stdout)) == comparable(records(one.stdout))
+    assert len({r["usage"]["completion_tokens"] for r in records(one.stdout) if "usage" in r}) > 1
+
+
 @pytest.mark.parametrize("args,message", [
+    (("--parallel", "2"), "--parallel needs --each-line"),
+    (("--each-line", "--parallel", "2", "--reasoning-budget", "5"), "cannot be combined with --parallel"),
+    (("--each-line", "--parallel", "65"), "--parallel"),
     (("--resume", "x.jsonl"), "--resume needs --each-line"),
     (("--each-line", "--json"), "--json cannot be combined"),
     (("--each-line", "-f", "-"), "stdin carries the prompts"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import math
 import os
@@ -25,6 +26,9 @@ from llmcli.backends.core import LocalBackend
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import PENALTY_LAST_N, NgramBlocker
 from llmcli.errors import BackendError, ModelError, UsageError
+
+
+PARALLEL_MAX = 64  # sequences one ParallelDecoder runs at once (--parallel)
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,6 +63,7 @@ class LlamaCppBackend(LocalBackend):
     # depends on what the cache held before (a lone token's keys/values differ in the last bits).
     MIN_FRESH = 2
     REUSE_DECODED = False
+    capabilities = dataclasses.replace(LocalBackend.capabilities, parallel=PARALLEL_MAX)
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
                  gpu_layers: int = 0, batch: int = 512, verbose: bool = False, reason: str = ""):
@@ -102,6 +107,7 @@ class LlamaCppBackend(LocalBackend):
                                "try a smaller --ctx") from None
         self.n_ctx = self._ctx.n_ctx()
         self.n_batch = cparams.n_batch
+        self._cparams = cparams  # ParallelDecoder (--parallel) makes its own context from these
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=verbose)
         self.n_vocab = self._model.n_vocab()
         self.metadata = self._model.metadata()
@@ -189,7 +195,9 @@ class LlamaCppBackend(LocalBackend):
         """Drop the whole KV cache (chat: /clear)."""
         self._truncate(0)
 
-    def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int]) -> _NativeSampler:
+    def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int], ctx=None) -> _NativeSampler:
+        """The native chain; ``ctx``: the context whose logits it reads (--parallel's own, else ours)."""
+        ctx = ctx if ctx is not None else self._ctx.ctx
         s = self._internals.LlamaSampler()
         if params.repeat_penalty != 1.0:
             s.add_penalties(self.n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
@@ -211,8 +219,8 @@ class LlamaCppBackend(LocalBackend):
         if grammar is not None:
             from llmcli.backends.llamacpp_grammar import GrammarSampler
 
-            return GrammarSampler(self._ll, s, self._grammar_sampler(grammar), self._ctx.ctx, self.n_vocab, blocker)
-        return _NativeSampler(self._ll.llama_sampler_sample, s, self._ctx.ctx, blocker)
+            return GrammarSampler(self._ll, s, self._grammar_sampler(grammar), ctx, self.n_vocab, blocker)
+        return _NativeSampler(self._ll.llama_sampler_sample, s, ctx, blocker)
 
     def _compile(self, constraint: Constraint) -> bytes:
         """The GBNF text for llama.cpp's grammar sampler, checked by parsing it once. llama.cpp's parser
@@ -259,6 +267,12 @@ class LlamaCppBackend(LocalBackend):
             pos += n
         return out
 
+    def decoder(self, n: int):
+        """A ParallelDecoder for ``n`` sequences at once on this model (its own context)."""
+        from llmcli.backends.llamacpp_parallel import ParallelDecoder
+
+        return ParallelDecoder(self, n)
+
     def close(self) -> None:
         for obj in ("_batch", "_ctx", "_model"):
             o = getattr(self, obj, None)
@@ -270,13 +284,14 @@ class LlamaCppBackend(LocalBackend):
 class _NativeSampler:
     """llama.cpp's sampler chain for one stream; the logits live in the context."""
 
-    __slots__ = ("_sample", "_chain", "_ctx", "_blocker")
+    __slots__ = ("_sample", "_chain", "_ctx", "_blocker", "idx")
 
     def __init__(self, sample, chain, ctx, blocker: NgramBlocker | None):
         self._sample, self._chain, self._ctx, self._blocker = sample, chain, ctx, blocker
+        self.idx = -1  # which row of the last batch holds this sequence's logits (--parallel)
 
     def pick(self, _state) -> int:
-        return self._sample(self._chain.sampler, self._ctx, -1)
+        return self._sample(self._chain.sampler, self._ctx, self.idx)
 
     def accept(self, token: int) -> None:
         if self._blocker is not None:

@@ -28,13 +28,14 @@ class GrammarSampler:
         self._view = np.ctypeslib.as_array(self._buf)
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self._np = np
+        self.idx = -1  # which row of the last batch holds this sequence's logits (--parallel)
         self._one = ll.llama_token_data()
         self._one_arr = ll.llama_token_data_array(data=ctypes.pointer(self._one), size=1, selected=-1,
                                                   sorted=False)
 
     def _candidates(self):
         np = self._np
-        logits = np.ctypeslib.as_array(self._ll.llama_get_logits_ith(self._ctx, -1), shape=(self._n,))
+        logits = np.ctypeslib.as_array(self._ll.llama_get_logits_ith(self._ctx, self.idx), shape=(self._n,))
         v = self._view
         v["id"] = self._ids  # the chain reorders the array in place: start from vocabulary order
         v["logit"] = logits

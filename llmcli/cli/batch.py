@@ -121,62 +121,180 @@ class Progress:
             self._bar.stop()
 
 
+def _plan(lines: Iterable[Line], n: int, resume: Resume, make_prompt, tally: Tally, progress: Progress):
+    """(line, prompt, error, sample indices to run) per line still to answer, in input order."""
+    for line in lines:
+        tally.lines = line.number
+        todo = [i for i in range(n) if (line.number, i) not in resume.done]
+        if not todo:
+            tally.skipped += 1
+            progress.update(tally)
+            continue
+        if line.error:
+            yield line, None, line.error, todo
+            continue
+        try:
+            yield line, make_prompt(line.text), None, todo
+        except LlmcliError as e:
+            _reraise_output(e)
+            yield line, None, e.message, todo
+
+
+def _reraise_output(e: LlmcliError) -> None:
+    from llmcli.output import OutputError
+
+    if isinstance(e, OutputError):
+        raise e
+
+
+class _Recorder:
+    """Writes a line's records and keeps the tally, the run log and the progress line."""
+
+    def __init__(self, engine, ref, params, write, log, tally: Tally, progress: Progress):
+        self.engine, self.ref, self.params, self._write = engine, ref, params, write
+        self.log, self.tally, self.progress = log, tally, progress
+
+    def reply(self, line: Line, index: int, reply, last: bool) -> None:
+        from llmcli.cli.generate import result_record
+
+        if reply.interrupted:
+            raise KeyboardInterrupt
+        self._write({"line": line.number, **result_record(reply, model=self.ref.display,
+                                                          backend=self.engine.name, index=index)})
+        self.log.reply(reply, sample=index, prompt=line.text)
+        if last:
+            self.tally.answered += 1
+            self._done()
+
+    def error(self, line: Line, message: str) -> None:
+        self._write({"line": line.number, "error": message})
+        self.tally.failed += 1
+        self._done()
+
+    def _done(self) -> None:
+        self.log.flush()
+        self.progress.update(self.tally)
+
+
+def sample_params(params, base: int, line: Line, index: int):
+    return params.replace(seed=line_seed(base, line.number, index, params.n), n=1)
+
+
 def run_batch(engine, ref, params, lines: Iterable[Line], *, make_prompt, resume: Resume, log,
-              progress: Progress, write) -> Tally:
-    """Generate for each line in order; ``make_prompt(text)`` builds (and checks) one line's Prompt,
-    ``write(record)`` prints one record. Returns the tally; a Ctrl-C stops after the current record."""
-    from llmcli.cli.generate import result_record
+              progress: Progress, write, parallel: int = 1) -> Tally:
+    """Generate for each line, records in input order; ``make_prompt(text)`` builds (and checks) one
+    line's Prompt, ``write(record)`` prints one record. ``parallel`` > 1: that many sequences decoded
+    together (``engine.decoder``). Returns the tally."""
     from llmcli.output import NullSink
     from llmcli.streaming import run_stream, think_filter_for
 
     base = params.seed if params.seed is not None else (
         resume.base_seed if resume.base_seed is not None else random.randrange(2**31))
     tally = Tally()
-    for line in lines:
-        tally.lines = line.number
-        todo = [i for i in range(params.n) if (line.number, i) not in resume.done]
-        if not todo:
-            tally.skipped += 1
-            progress.update(tally)
+    rec = _Recorder(engine, ref, params, write, log, tally, progress)
+    plan = _plan(lines, params.n, resume, make_prompt, tally, progress)
+    if parallel > 1:
+        _run_parallel(engine, params, plan, rec, base, parallel)
+        return tally
+    for line, prompt, error, todo in plan:
+        if error is not None:
+            rec.error(line, error)
             continue
-        try:
-            if line.error:
-                raise UsageError(line.error)
-            prompt = make_prompt(line.text)
-            for i in todo:
-                sample = params.replace(seed=line_seed(base, line.number, i, params.n), n=1)
-                reply = run_stream(engine, prompt, sample, NullSink(), think_filter_for(
-                    prompt.text if prompt.messages else None))
-                if reply.interrupted:
-                    raise KeyboardInterrupt
-                write({"line": line.number, **result_record(reply, model=ref.display, backend=engine.name,
-                                                            index=i)})
-                log.reply(reply, sample=i, prompt=line.text)
-            tally.answered += 1
-        except LlmcliError as e:
-            from llmcli.output import OutputError
-
-            if isinstance(e, OutputError):
-                raise
-            write({"line": line.number, "error": e.message if hasattr(e, "message") else str(e)})
-            tally.failed += 1
-        log.flush()
-        progress.update(tally)
+        for i in todo:
+            try:
+                reply = run_stream(engine, prompt, sample_params(params, base, line, i), NullSink(),
+                                   think_filter_for(prompt.text if prompt.messages else None))
+            except LlmcliError as e:
+                _reraise_output(e)
+                rec.error(line, e.message)
+                break
+            rec.reply(line, i, reply, last=i == todo[-1])
     return tally
 
 
-def check_args(each_line: bool, resume: str | None, files, n: int) -> Resume:
+class _Submitted:
+    """What ``run_stream`` needs of a backend, for one sequence already running in a decoder."""
+
+    def __init__(self, engine, seq):
+        self.name, self.capabilities, self._seq = engine.name, engine.capabilities, seq
+
+    def stream(self, _prompt, _params):
+        return self._seq.events()
+
+
+def _run_parallel(engine, params, plan, rec: _Recorder, base: int, n: int) -> None:
+    """Continuous batching: a free slot takes the next sample at once (``decoder.admit``), while
+    records are still written in input order (a finished sequence waits in its buffer)."""
+    from collections import deque
+
+    from llmcli.output import NullSink
+    from llmcli.streaming import run_stream, think_filter_for
+
+    decoder = engine.decoder(n)
+    jobs: deque = deque()  # (line, index, Sequence, last) or (line, None, error message, True), in order
+    staged: deque = deque()  # (line, prompt, index, last) waiting for a slot
+    planned = iter(plan)
+
+    def admit() -> None:
+        while decoder.free():
+            if not staged:
+                item = next(planned, None)
+                if item is None:
+                    return
+                line, prompt, error, todo = item
+                if error is not None:
+                    jobs.append((line, None, error, True))
+                    continue
+                staged.extend((line, prompt, i, i == todo[-1]) for i in todo)
+            line, prompt, i, last = staged.popleft()
+            try:
+                jobs.append((line, i, (prompt, decoder.submit(prompt, sample_params(params, base, line, i))), last))
+            except LlmcliError as e:
+                _reraise_output(e)
+                jobs.append((line, None, e.message, True))
+
+    decoder.admit = admit
+    try:
+        admit()
+        while jobs:
+            line, i, what, last = jobs.popleft()
+            if i is None:
+                rec.error(line, what)
+            else:
+                prompt, seq = what
+                reply = run_stream(_Submitted(engine, seq), prompt, seq.params, NullSink(),
+                                   think_filter_for(prompt.text if prompt.messages else None))
+                rec.reply(line, i, reply, last)
+            if not jobs:
+                admit()
+    finally:
+        decoder.close()
+
+
+def check_args(each_line: bool, resume: str | None, files, params, parallel: int) -> Resume:
     """Flag combinations, and the --resume file read, before stdin is touched or a model loaded."""
     if not each_line:
-        if resume is not None:
-            raise UsageError("--resume needs --each-line", "add --each-line")
+        for flag, given in (("--resume", resume is not None), ("--parallel", parallel > 1)):
+            if given:
+                raise UsageError(f"{flag} needs --each-line", "add --each-line")
         return Resume(set(), None)
+    if parallel > 1 and params.reasoning_budget is not None:
+        raise UsageError("--reasoning-budget cannot be combined with --parallel", "use --parallel 1")
     if "-" in files:
         raise UsageError("-f - cannot be used with --each-line: stdin carries the prompts", "give a file path")
-    return read_resume(resume, n) if resume is not None else Resume(set(), None)
+    return read_resume(resume, params.n) if resume is not None else Resume(set(), None)
 
 
-def run(engine, ref, params, *, make_prompt, resume: Resume, log) -> None:
+def check_parallel(engine, parallel: int) -> None:
+    """After loading: the backend must decode that many sequences together."""
+    if parallel > engine.capabilities.parallel:
+        raise UsageError(f"the {engine.name} backend decodes one sequence at a time: --parallel {parallel} needs "
+                         "llama.cpp" if engine.capabilities.parallel == 1 else
+                         f"the {engine.name} backend decodes at most {engine.capabilities.parallel} sequences "
+                         "together", "use --parallel 1, or a GGUF model on llama.cpp")
+
+
+def run(engine, ref, params, *, make_prompt, resume: Resume, log, parallel: int = 1) -> None:
     """The batch over stdin, then a one-line summary on stderr; some line failed → exit 1."""
     from llmcli.output import dumps, info
 
@@ -190,7 +308,7 @@ def run(engine, ref, params, *, make_prompt, resume: Resume, log) -> None:
     started = now()
     try:
         tally = run_batch(engine, ref, params, split_lines(stdin_lines()), make_prompt=make_prompt,
-                          resume=resume, log=log, progress=progress, write=write)
+                          resume=resume, log=log, progress=progress, write=write, parallel=parallel)
     finally:
         progress.close()
     info(summary(tally, now() - started))

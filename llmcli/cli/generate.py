@@ -75,7 +75,7 @@ def result_record(reply, *, model: str, backend: str, index: int) -> dict:
     return record
 
 
-@o.table_options("model", "file", "json_schema", "grammar", "resume", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
+@o.table_options("model", "file", "json_schema", "grammar", "resume", "parallel", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt. With piped stdin, stdin comes first as "
                                                     "context and this is the instruction.", show_default=False)] = None,
@@ -141,7 +141,8 @@ def generate(
     think_mode = resolve_think_mode(o.setting(settings, given, "think"), _isatty(sys.stdout))
     opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, compile=compile_)
-    resume = batch.check_args(each_line, given["resume"], given["file"] or (), params.n)
+    parallel = given["parallel"] or 1
+    resume = batch.check_args(each_line, given["resume"], given["file"] or (), params, parallel)
     files, stdin_text = o.read_inputs(given["file"] or (), stdin=not each_line)
     text = None if each_line else build_prompt(prompt, stdin_text, files)
     log = PendingLog("generate", settings, no_log=no_log, prompt=text, system=system, params=params,
@@ -165,7 +166,8 @@ def generate(
                 check_window(engine, list(p.ids), files)
                 return p
 
-            batch.run(engine, ref, params, make_prompt=make_prompt, resume=resume, log=log)
+            batch.check_parallel(engine, parallel)
+            batch.run(engine, ref, params, make_prompt=make_prompt, resume=resume, log=log, parallel=parallel)
             return
         prompt_obj = engine_prompt(engine, text, system=system, raw=raw, reasoning=params.reasoning)
         prompt_text = prompt_obj.text if prompt_obj.messages else None
