@@ -222,7 +222,7 @@ class Capabilities:
     prefill: bool = False  # prefill(ids) evaluates a prefix ahead of the next prompt
     logprobs: bool = False  # logprobs(ids): log p of each id given the ones before it
     grammar: frozenset[str] = frozenset()  # Constraint kinds enforced while decoding ("json_schema", "gbnf")
-    parallel: int = 1  # sequences one stream call can decode at once (1: --n runs them one by one)
+    parallel: int = 1  # > 1: decoder(n) runs up to this many sequences together (generate --each-line --parallel)
     sampling: frozenset[str] = SAMPLING_FIELDS
 
     def unsupported(self, params: SamplingParams) -> list[str]:
