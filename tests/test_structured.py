@@ -147,3 +147,8 @@ def test_llamacpp_refuses_bad_or_unenforceable_constraints(bad, gguf_path, args,
 def test_torch_refuses_bad_or_unenforceable_constraints(bad, hf_model_dir, args, message):
     (bad.work / "broken.gbnf").write_text("root ::= fruit (\", \" fruit)*\n")
     bad.run("generate", "-m", str(hf_model_dir), "--backend", "torch", *args, "hello", expect=2, message=message)
+
+
+def test_chat_refuses_an_unenforceable_schema_before_the_first_message(bad, gguf_path):
+    bad.run("chat", "-m", str(gguf_path), "--no-save", "--no-log", "--json-schema", '{"not": {"type": "string"}}',
+            expect=2, message="'not'", input="hello\n")

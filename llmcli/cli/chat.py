@@ -152,6 +152,10 @@ def chat(
         chat_session = ChatSession(engine, conv, autosaver=saver, notify=info, background_prefill=interactive,
                                    model_loader=loader, on_turn=_turn_logger(settings, no_log, ref))
         check_reasoning(engine, conv.params.reasoning)
+        if constraint is not None:  # a schema the backend cannot enforce fails now, not at the first reply
+            from llmcli.backends.core import preflight
+
+            preflight(engine, conv.params)
         chat_session.attach(files)
         if loaded is not None:
             if interactive:
