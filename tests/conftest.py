@@ -10,6 +10,14 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
+
+# Hypothesis' "explain" phase re-runs a failing example under sys.settrace: with a model loaded
+# in-process that turned one failure into a run that never ended (CI's time limit, no report).
+# Without it a failure shrinks and is reported like any other; no example database is kept.
+settings.register_profile("llmcli", phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink),
+                          database=None)
+settings.load_profile("llmcli")
 
 
 @pytest.fixture(scope="session")

@@ -147,7 +147,7 @@ class ScriptedBackend:
     def chat_ids(self, messages, *, add_generation_prompt=True, reasoning=None):
         return [ord(c) for c in self.chat_prompt(messages, add_generation_prompt=add_generation_prompt)]
 
-    def encode(self, *, messages=None, text=None):
+    def encode(self, *, messages=None, text=None, reasoning=None):
         rendered = self.chat_prompt(messages) if messages is not None else text
         return Prompt(tuple(ord(c) for c in rendered), tuple(messages or ()), rendered)
 
