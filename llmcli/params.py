@@ -182,8 +182,13 @@ class Param:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 self.kind is int and not isinstance(value, int)):
             raise fail(label, value, f"must be {self.range_text}", typed=True)
-        if self.kind is float:
-            value = float(value)
+        if self.kind is float and isinstance(value, int):
+            # An integer is a fine float only if it converts exactly (2**53 + 1 would be rounded,
+            # 10**400 overflows): a value is never silently changed.
+            exact = float(value) if abs(value) <= 2 ** 1023 else None
+            if exact is None or exact != value:
+                raise fail(label, value, f"must be {self.range_text} (it is too large to be exact)", typed=True)
+            value = exact
         if not self.contains(value):
             raise fail(label, value, f"must be {self.range_text}{self.range_note}", typed=True)
         return value

@@ -26,11 +26,28 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
+def timed(cmd: list[str], env: dict, **kw) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall and CPU (user + system of the child) seconds of one run. CPU time barely moves with
+    machine load, so it is the figure to compare on a shared 2-core box; wall is shown too."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, check=True, **kw)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc
+
+
 def main(n: int, m: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="llmcli-bench-"))
     env = dict(os.environ, LLMCLI_DATA_DIR=str(root / "data"), LLMCLI_CONFIG_DIR=str(root / "config"),
                LLMCLI_CACHE_DIR=str(root / "cache"))
+    # Users run from compiled bytecode (pip writes it at install); a shell that sets
+    # PYTHONDONTWRITEBYTECODE would make every child recompile llmcli from source (~0.1 s CPU).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.update(env)
+    subprocess.run([sys.executable, "-m", "llmcli", "--help"], env=env, capture_output=True, check=True)  # warm
     t = time.perf_counter()
     from llmcli import logs
     import_ms = (time.perf_counter() - t) * 1000
@@ -53,15 +70,19 @@ def main(n: int, m: int) -> None:
     model = str(embedded_model_path())
     cmd = [sys.executable, "-m", "llmcli", "generate", "-m", model, "--temperature", "0", "--max-tokens", "4",
            "--threads", "1", "--seed", "1", "Hello"]
-    with_log, without = [], []
+    with_log, without, with_cpu, without_cpu = [], [], [], []
+    if m == 0:  # completion and --help only
+        with_log = without = with_cpu = without_cpu = [0.0]
     for i in range(m):
-        for flags, out in (((), with_log), (("--no-log",), without)) if i % 2 == 0 else \
-                (((("--no-log",), without), ((), with_log))):
-            t = time.perf_counter()
-            subprocess.run(cmd + list(flags), env=env, capture_output=True, check=True)
-            out.append(time.perf_counter() - t)
+        runs = (((), with_log, with_cpu), (("--no-log",), without, without_cpu))
+        for flags, out, cpu_out in runs if i % 2 == 0 else runs[::-1]:
+            wall, cpu_s, _ = timed(cmd + list(flags), env)
+            out.append(wall)
+            cpu_out.append(cpu_s)
     print(f"generate: median {median_ms(with_log):.0f} ms logged vs {median_ms(without):.0f} ms --no-log "
-          f"(difference {median_ms(with_log) - median_ms(without):+.0f} ms) over {m} each")
+          f"(difference {median_ms(with_log) - median_ms(without):+.0f} ms) over {m} each; CPU "
+          f"{median_ms(with_cpu):.0f} vs {median_ms(without_cpu):.0f} ms "
+          f"(difference {median_ms(with_cpu) - median_ms(without_cpu):+.1f} ms)")
 
     for name, target in (("smol-q4", model), ("smolfolder", str(Path(model).parent))):
         subprocess.run([sys.executable, "-m", "llmcli", "models", "import", target, "--as", name], env=env,
@@ -69,19 +90,20 @@ def main(n: int, m: int) -> None:
     subprocess.run([sys.executable, "-m", "llmcli", "models", "alias", "tiny", "smol-q4"], env=env, check=True,
                    capture_output=True)
     cenv = dict(env, _LLMCLI_COMPLETE="complete_bash", COMP_WORDS="llmcli generate -m ", COMP_CWORD="3")
-    lat = []
+    lat, lat_cpu, help_, help_cpu, bare_cpu = [], [], [], [], []
     for _ in range(n):
-        t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "llmcli"], env=cenv, capture_output=True, text=True, check=True)
-        lat.append(time.perf_counter() - t)
+        wall, cpu_s, r = timed([sys.executable, "-m", "llmcli"], cenv, text=True)
+        lat.append(wall)
+        lat_cpu.append(cpu_s)
         assert r.stdout.split() == ["smol-q4", "smolfolder", "tiny"], r.stdout
-    help_ = []
-    for _ in range(n):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "llmcli", "--help"], env=env, capture_output=True, check=True)
-        help_.append(time.perf_counter() - t)
-    print(f"completion of `-m `: median {median_ms(lat):.0f} ms (min {min(lat) * 1000:.0f}) over {n}; "
-          f"`--help`: median {median_ms(help_):.0f} ms (min {min(help_) * 1000:.0f})")
+        wall, cpu_s, _ = timed([sys.executable, "-m", "llmcli", "--help"], env)
+        help_.append(wall)
+        help_cpu.append(cpu_s)
+        bare_cpu.append(timed([sys.executable, "-c", "pass"], env)[1])
+    print(f"completion of `-m `: median {median_ms(lat):.0f} ms wall (min {min(lat) * 1000:.0f}), "
+          f"{median_ms(lat_cpu):.0f} ms CPU over {n}; `--help`: median {median_ms(help_):.0f} ms wall "
+          f"(min {min(help_) * 1000:.0f}), {median_ms(help_cpu):.0f} ms CPU; bare `python -c pass`: "
+          f"{median_ms(bare_cpu):.0f} ms CPU")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,13 @@ def test_int_is_a_fine_float_but_nothing_is_truncated():
     for text in ("ctx = 1.9", "[sampling]\ntop_k = 3.7", "[sampling]\nseed = 2.5", "[sampling]\ntemperature = true"):
         with pytest.raises(UsageError, match="invalid"):
             parse_config(text, "c")
+    # Found by Hypothesis (seed 2): 2**53 + 1 became 2**53 as a float. An integer that has no exact
+    # float, or none at all, is refused rather than rounded.
+    assert parse_config(f"[sampling]\ntemperature = {2 ** 53}\n", "c").sampling["temperature"] == 2.0 ** 53
+    with pytest.raises(UsageError, match="too large to be exact"):
+        parse_config(f"[sampling]\ntemperature = {2 ** 53 + 1}\n", "c")
+    with pytest.raises(UsageError, match="too large to be exact"):
+        PARAMS["temperature"].check(10 ** 400, "LLMCLI_TEMPERATURE")
 
 
 def test_env_error_names_the_variable_not_the_flag():

@@ -66,7 +66,8 @@ class LlamaCppBackend(LocalBackend):
     capabilities = dataclasses.replace(LocalBackend.capabilities, parallel=PARALLEL_MAX)
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
-                 gpu_layers: int = 0, batch: int = 512, verbose: bool = False, reason: str = ""):
+                 gpu_layers: int = 0, batch: int = 512, verbose: bool = False, reason: str = "",
+                 lora: Path | None = None):
         import llama_cpp
         from llama_cpp import _internals, _logger
 
@@ -105,6 +106,8 @@ class LlamaCppBackend(LocalBackend):
         except ValueError:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens",
                                "try a smaller --ctx") from None
+        if lora is not None:
+            self._apply_lora(Path(lora))
         self.n_ctx = self._ctx.n_ctx()
         self.n_batch = cparams.n_batch
         self._cparams = cparams  # ParallelDecoder (--parallel) makes its own context from these
@@ -119,6 +122,21 @@ class LlamaCppBackend(LocalBackend):
         self.add_bos = bool(self._model.add_bos_token())
         gpu = "GPU offload of %d layers" % gpu_layers if gpu_layers else "CPU"
         self.info = BackendInfo("llama.cpp", gpu, _quant_name(self.metadata), reason or "GGUF model")
+
+    def _apply_lora(self, path: Path) -> None:
+        """A GGUF LoRA adapter at scale 1 on this context (llama.cpp frees it with the model)."""
+        ll = self._ll
+        if not path.is_file():
+            raise ModelError(f"the GGUF LoRA adapter {path} is missing",
+                             "train the adapter again, or use --backend torch")
+        adapter = ll.llama_adapter_lora_init(self._model.model, str(path).encode())
+        if not adapter:
+            raise ModelError(f"llama.cpp could not load the LoRA adapter {path} for {self.path.name}",
+                             "the adapter was trained for another base model; run with -v to see llama.cpp's log")
+        adapters = (ll.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(1.0)
+        if ll.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales) != 0:
+            raise BackendError(f"llama.cpp could not apply the LoRA adapter {path}")
 
     # --- tokens -------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:

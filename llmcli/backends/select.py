@@ -19,10 +19,12 @@ silent fallback.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmcli.errors import UsageError
 
 ALL_LAYERS = -1
+ADAPTER_GGUF = "adapter.gguf"  # an adapter folder's GGUF LoRA (llmcli finetune writes it)
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,10 @@ def load_backend(ref, opts: BackendOptions):
     if choice.backend == "llama.cpp":
         from llmcli.backends.llamacpp import LlamaCppBackend
 
+        adapter = getattr(ref, "adapter", None)
         return LlamaCppBackend(ref.path, ctx_cap=opts.ctx, threads=opts.threads, gpu_layers=choice.gpu_layers,
-                               verbose=opts.library_logs, reason=choice.reason)
+                               verbose=opts.library_logs, reason=choice.reason,
+                               lora=Path(adapter) / ADAPTER_GGUF if adapter is not None else None)
     from llmcli.backends.torch import TorchBackend
 
     return TorchBackend(ref, opts, reason=choice.reason)

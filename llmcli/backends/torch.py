@@ -46,12 +46,28 @@ def _stderr(message: str) -> None:
     sys.stderr.flush()
 
 
+def _merged_adapter(model, folder: Path):
+    """The model with a peft LoRA adapter folded into its weights: the same outputs as peft's
+    adapter layers, at the base model's speed (and the lean decode step still applies)."""
+    import warnings
+
+    from peft import PeftModel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecations inside peft
+            return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise ModelError(f"the LoRA adapter in {folder} does not fit this model: {type(e).__name__}: {e}",
+                         "train the adapter again on this base model") from None
+
+
 # --- the backend -----------------------------------------------------------------------------------
 
 class TorchBackend(LocalBackend):
     name = "torch"
 
-    def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None):
+    def __init__(self, ref, opts, *, reason: str = "", notify=None, facts=None, lean: bool = True):
         notify = notify or _stderr
         path = Path(ref.path)
         device_req = parse_device(opts.device)
@@ -117,6 +133,9 @@ class TorchBackend(LocalBackend):
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
             raise BackendError(f"the model does not fit on {device}: {e}", "try --device cpu or a smaller model") \
                 from None
+        adapter = getattr(ref, "adapter", None)
+        if adapter is not None:
+            model = _merged_adapter(model, Path(adapter))
         model.eval()
         self.model = model
         self._tok = tok
@@ -145,7 +164,7 @@ class TorchBackend(LocalBackend):
                 compile_note = "; --compile ignored: this model does not support a static cache"
         self._lean = None
         self._lean_cache = False  # whether the current cache's layers are all ones the lean step can fill
-        if not self._static:
+        if not self._static and lean:
             from llmcli.backends.torch_lean import LeanLlamaStep, lean_step_supported
 
             if lean_step_supported(model):

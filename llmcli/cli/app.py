@@ -39,9 +39,9 @@ def _root(
 
 def _register() -> None:
     # Each command module adds its commands; modules import heavy libraries only inside commands.
-    from llmcli.cli import bench, cache, chat, generate, logs, models, perplexity, tokenize
+    from llmcli.cli import bench, cache, chat, finetune, generate, logs, models, perplexity, tokenize
 
-    for module in (generate, tokenize, models, chat, perplexity, cache, bench, logs):
+    for module in (generate, tokenize, models, chat, perplexity, cache, bench, logs, finetune):
         module.register(app)
 
 

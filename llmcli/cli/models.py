@@ -69,6 +69,8 @@ def ago(ts: str | None, now: datetime | None = None) -> str:
 
 
 def _source(rec) -> str:
+    if rec.kind == "adapter":
+        return f"adapter on {rec.base}"
     if rec.kind == "imported":
         return f"import: {rec.path}"
     if rec.kind == "remote":
@@ -82,6 +84,23 @@ def _record_json(rec, reg=None) -> dict:
         out["aliases"] = reg.aliases_of(rec.name)
         out["default"] = reg.default == rec.name
     return out
+
+
+def _adapter_lines(rec) -> list[tuple[str, str]]:
+    t = dict(rec.training or {})
+
+    def loss(key):
+        v = t.get(key)
+        return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
+
+    return [("source", f"LoRA adapter (llmcli finetune) on {rec.base}"),
+            ("base sha256", rec.base_sha256 or "?"),
+            ("adapter", f"rank {t.get('rank', '?')}, alpha {t.get('alpha', '?')}, targets "
+                        f"{', '.join(t.get('targets') or []) or '?'}"),
+            ("training data", f"{t.get('data', '?')} ({t.get('data_kind', '?')}, sha256 {t.get('data_sha256', '?')})"),
+            ("training", f"{t.get('steps', '?')} steps, {t.get('epochs', '?')} epoch(s), lr {t.get('lr', '?')}, "
+                         f"seed {t.get('seed', '?')}"),
+            ("val loss", f"{loss('val_loss_before')} → {loss('val_loss_after')} (final)")]
 
 
 # ---------------------------------------------------------------- list
@@ -166,6 +185,8 @@ def show(
                      "quant": rec and rec.quant, "path": str(m.ref.path), "license": license_,
                      "files": [{"name": f.name, "path": f.path, "size": f.size, "sha256": f.sha256}
                                for f in m.files],
+                     **({"adapter": {"path": rec.path, "base": rec.base, "base_sha256": rec.base_sha256,
+                                     **(rec.training or {})}} if rec and rec.kind == "adapter" else {}),
                      "metadata": meta}))
         return
     mem = meta["memory"]
@@ -175,6 +196,8 @@ def show(
         lines.append(("name", rec.name + (f" ({'; '.join(extra)})" if extra else "")))
         if rec.kind == "pulled":
             lines.append(("source", f"{rec.repo} @ {rec.revision} (commit {rec.commit[:12]})"))
+        elif rec.kind == "adapter":
+            lines += _adapter_lines(rec)
         else:
             lines.append(("source", "imported (files stay where they are)"))
     lines += [
@@ -197,7 +220,8 @@ def show(
     lines.append(("license", license_ or "unknown"))
     lines.append(("files", f"{len(m.files)} ({human_bytes(sum(f.size for f in m.files))})"))
     lines += [("", f"  {f.name}  {human_bytes(f.size)}") for f in m.files[:20]]
-    lines.append(("path", str(m.ref.path)))
+    lines.append(("path", str(m.ref.path) if not (rec and rec.kind == "adapter") else f"{rec.path} (over "
+                                                                                       f"{m.ref.path})"))
     if mem.get("kv_bytes_per_token"):
         lines.append(("memory", f"weights {human_bytes(mem['weights_bytes'])} + KV cache (f16) "
                                 f"{human_bytes(mem['kv_bytes_per_token'])}/token"))

@@ -103,7 +103,9 @@ class ModelStore:
             raise not_found(name)
         return rec
 
-    def ref(self, rec: ModelRecord) -> ModelRef:
+    def ref(self, rec: ModelRecord, reg: Registry | None = None) -> ModelRef:
+        if rec.kind == "adapter":
+            return self._adapter_ref(rec, reg)
         if rec.kind == "remote":
             return ModelRef(None, "remote", rec.name, "store", extra={"record": rec}, url=rec.url,
                             model_id=rec.model_id)
@@ -113,6 +115,19 @@ class ModelStore:
             raise ModelError(f"model {rec.name!r} is registered but its files are gone ({where} {path})",
                              f"pull or import it again, or run `llmcli models rm {rec.name}`")
         return ModelRef(path, rec.format, rec.name, "store", extra={"record": rec})
+
+    def _adapter_ref(self, rec: ModelRecord, reg: Registry | None) -> ModelRef:
+        from llmcli.store import adapters
+
+        return adapters.adapter_ref(self, rec, reg if reg is not None else self.snapshot())
+
+    def add_adapter(self, name: str, staged: Path, base, training: dict) -> tuple[ModelRecord, ModelRecord | None]:
+        """Move a finished adapter folder (``staged``, inside the data dir) into the store and register it
+        as ``name`` over ``base`` (an ``adapters.BaseIdentity``); (record, the record it replaced). A
+        failure leaves nothing registered and removes the folder."""
+        from llmcli.store import adapters
+
+        return adapters.add(self, name, staged, base, training)
 
     def lookup(self, name: str) -> ModelRef | None:
         """A store name or alias -> ModelRef, or None when unknown."""
@@ -139,6 +154,10 @@ class ModelStore:
                 raise
             reg = Registry()  # a damaged registry never hides a model given by its path
         rec = reg.get(name)
+        if rec is not None and rec.kind == "adapter":
+            ref = self.ref(rec, reg)
+            meta = model_metadata(ref.format, ref.path)
+            return ModelInfo(rec, ref, meta, rec.files, tuple(reg.aliases_of(rec.name)), reg.default == rec.name)
         if rec is not None and rec.kind == "remote":  # no files, no headers: the server has the model
             return ModelInfo(rec, self.ref(rec), {}, (), tuple(reg.aliases_of(rec.name)), reg.default == rec.name)
         if rec is not None:
@@ -363,6 +382,11 @@ class ModelStore:
             if draft.default == key:
                 draft.default = None
             others = list(draft.models.values())
+        if rec.kind == "adapter":
+            from llmcli.store import adapters
+
+            adapters.remove_folder(rec.path)  # llmcli's own folder in the data dir
+            return Removal(key, "model", rec, rec.size)
         return Removal(key, "model", rec, cache.release_files(rec, others))
 
     def verify(self, name: str) -> Verification:

@@ -63,6 +63,10 @@ class ModelRecord:
     model_id: str | None = None  # remote: the server's model id; None = the server's only model
     added: str | None = None  # UTC, TIME_FORMAT
     last_used: str | None = None
+    base: str | None = None  # adapter: the base model (a store name, or an absolute path) …
+    base_sha256: str | None = None  # … its content hash when the adapter was trained …
+    base_stamp: str | None = None  # … and "size:mtime_ns", so an unchanged base is not re-hashed on every run
+    training: Mapping | None = field(default=None, compare=False)  # adapter: rank, alpha, targets, data hash, losses (llmcli finetune)
 
     @property
     def source(self) -> str:
@@ -71,10 +75,12 @@ class ModelRecord:
 
     @property
     def deletes_files(self) -> bool:
-        """Whether removing the record frees its files (only what llmcli downloaded itself)."""
+        """Whether removing the record frees its HF-cache files (only what llmcli downloaded itself)."""
         return self.kind == "pulled"
 
     def describe_source(self) -> str:
+        if self.kind == "adapter":
+            return f"LoRA adapter on {self.base}"
         if self.kind == "imported":
             return f"imported from {self.path}"
         if self.kind == "remote":
@@ -87,6 +93,8 @@ class ModelRecord:
             return False
         if self.kind == "imported":
             return self.path == other.path
+        if self.kind == "adapter":
+            return self.base == other.base
         if self.kind == "remote":
             return (self.url, self.model_id) == (other.url, other.model_id)
         return self.repo == other.repo and self.format == other.format
@@ -150,6 +158,10 @@ def _format(v) -> bool:
     return v in FORMATS
 
 
+def _mapping(v) -> bool:
+    return isinstance(v, dict)
+
+
 def _files(v) -> bool:
     return isinstance(v, list)  # each element is checked by _stored_file
 
@@ -174,6 +186,9 @@ KINDS: dict[str, tuple[tuple[str, object, bool], ...]] = {
                ("size", _count, True), ("quant", _opt_str, False), ("license", _opt_str, False),
                ("repo", _str, True), ("revision", _str, True), ("commit", _str, True), ("spec", _opt_str, False)),
     "remote": (("url", _url, True), ("model_id", _opt_str, False)),
+    # llmcli finetune: a LoRA adapter folder in the data dir (removed with the record) over a base model
+    "adapter": (("path", _path, True), ("files", _files, True), ("size", _count, True), ("base", _str, True),
+                ("base_sha256", _str, True), ("base_stamp", _opt_str, False), ("training", _mapping, False)),
 }
 _LEGACY_SOURCE = {"hf": "pulled", "import": "imported"}
 

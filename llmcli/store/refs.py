@@ -20,6 +20,7 @@ class ModelRef:
     format: str  # "gguf" | "hf" | "remote"
     name: str | None = None  # store name or alias, when it came from the store
     origin: str = "path"  # "path" | "store" | "embedded" | "config"
+    adapter: Path | None = None  # a LoRA adapter folder (llmcli finetune) applied on top of the model at path
     extra: dict = field(default_factory=dict, compare=False)
     url: str | None = None  # remote: the server's OpenAI API base URL (never with credentials)
     model_id: str | None = None  # remote: the server's model id (None: the server's only model)
