@@ -316,6 +316,15 @@ TABLE: tuple[Param, ...] = (
     Param("file", tuple, "A UTF-8 text file (no NUL bytes) put before the prompt as context, labelled with "
           "its name; - reads stdin. Repeatable; in order.", (), short="-f", section="input", settable=False,
           in_config=False, panel=INPUT, metavar="PATH"),
+    # --- structured output (flags only; cli/structured.py reads them into one Constraint) -------
+    Param("json_schema", str, "Constrain the output to JSON valid for this JSON schema: a file, or the schema "
+          "itself ({...}).", section="input", settable=False, in_config=False, panel=OUTPUT, metavar="FILE|JSON"),
+    Param("grammar", str, "Constrain the output to this GBNF grammar file (llama.cpp's format; rule root).",
+          section="input", settable=False, in_config=False, panel=OUTPUT, metavar="FILE"),
+    Param("parallel", int, "With --each-line: decode this many lines together (llama.cpp; records stay in input "
+          "order).", 1, lo=1, hi=64, section="input", settable=False, in_config=False, panel=INPUT, metavar="N"),
+    Param("resume", str, "With --each-line: skip the lines this earlier output file (JSONL) already answers.",
+          section="input", settable=False, in_config=False, panel=INPUT, metavar="FILE"),
 )
 PARAMS: dict[str, Param] = {p.name: p for p in TABLE}
 SAMPLING_NAMES = tuple(p.name for p in TABLE if p.section == "sampling")

@@ -30,6 +30,29 @@ class Message:
         return d
 
 
+CONSTRAINT_FLAGS = {"json_schema": "--json-schema", "gbnf": "--grammar"}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Structured output: what every generated text must match. ``kind`` is "json_schema" (``text``
+    is the schema as compact JSON) or "gbnf" (``text`` is a llama.cpp GBNF grammar). Built once at
+    the command line's boundary (the file read, the JSON parsed); ``source`` names it in errors."""
+
+    kind: str
+    text: str
+    source: str = "inline"
+
+    @property
+    def flag(self) -> str:
+        return CONSTRAINT_FLAGS[self.kind]
+
+    def schema(self):
+        import json
+
+        return json.loads(self.text)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Every knob that shapes sampling; one type for every command and both backends.
@@ -53,6 +76,9 @@ class SamplingParams:
     reasoning: str | None = PARAMS["reasoning"].default  # read by chat-template rendering, not by sampling
     reasoning_budget: int | None = PARAMS["reasoning_budget"].default  # enforced in llmcli.streaming
     n: int = PARAMS["n"].default
+    # Not a table row (a flag's file or inline JSON becomes one value at the boundary, see
+    # cli/options.read_constraint); never saved with a chat session.
+    constraint: Constraint | None = None
 
     FIELDS = SAMPLING_NAMES
 
@@ -71,7 +97,7 @@ class SamplingParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {name: getattr(self, name) for name in self.FIELDS}
         d["stop"] = list(self.stop)
         return d
 
@@ -195,8 +221,8 @@ class Capabilities:
     count_chat: bool = True  # chat_ids() works: a conversation's tokens can be counted (context fitting)
     prefill: bool = False  # prefill(ids) evaluates a prefix ahead of the next prompt
     logprobs: bool = False  # logprobs(ids): log p of each id given the ones before it
-    grammar: bool = False  # constrained decoding (no backend has it yet)
-    parallel: int = 1  # sequences one stream call can decode at once (1: --n runs them one by one)
+    grammar: frozenset[str] = frozenset()  # Constraint kinds enforced while decoding ("json_schema", "gbnf")
+    parallel: int = 1  # > 1: decoder(n) runs up to this many sequences together (generate --each-line --parallel)
     sampling: frozenset[str] = SAMPLING_FIELDS
 
     def unsupported(self, params: SamplingParams) -> list[str]:

@@ -19,8 +19,8 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from llmcli.backends.base import (Capabilities, GenerationStats, Message, Prompt, SamplingParams, StreamEvent,
-                                  prompt_ids)
+from llmcli.backends.base import (Capabilities, Constraint, GenerationStats, Message, Prompt, SamplingParams,
+                                  StreamEvent, prompt_ids)
 from llmcli.backends.textstream import drive
 from llmcli.errors import ModelError, UsageError
 from llmcli.params import PARAMS
@@ -34,11 +34,19 @@ def check_params(name: str, capabilities: Capabilities, params: SamplingParams) 
         raise UsageError(f"the {name} backend cannot honour {flags}", "leave it at its default for this model")
 
 
+def check_constraint(name: str, capabilities: Capabilities, constraint: Constraint | None) -> None:
+    """Refuse structured output a backend cannot enforce: never generate unconstrained instead."""
+    if constraint is not None and constraint.kind not in capabilities.grammar:
+        raise UsageError(f"the {name} backend cannot enforce {constraint.flag}",
+                         "use a backend that can (docs/usage.md, structured output), or drop the flag")
+
+
 def open_stream(backend, ids: Sequence[int] | None, params: SamplingParams, *,
                 n_ctx_train: int | None = None) -> GenerationStats:
     """The checks and set-up every ``stream`` starts with; the stats to hand to ``drive``.
     ``ids`` is None for a backend that sends the prompt as text and cannot count its tokens."""
     check_params(backend.name, backend.capabilities, params)
+    check_constraint(backend.name, backend.capabilities, params.constraint)
     if ids is not None:
         if not ids:
             raise ModelError("the prompt is empty after tokenization")
@@ -92,7 +100,8 @@ class LocalBackend:
 
     MIN_FRESH = 1
     REUSE_DECODED = True
-    capabilities = Capabilities(token_ids=True, tokenize="local", prefill=True, logprobs=True)
+    capabilities = Capabilities(token_ids=True, tokenize="local", prefill=True, logprobs=True,
+                                grammar=frozenset({"json_schema", "gbnf"}))  # each supplies _compile
 
     name: str
     n_ctx: int
@@ -123,6 +132,11 @@ class LocalBackend:
         raise NotImplementedError  # pragma: no cover
 
     def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int]) -> Sampler:
+        raise NotImplementedError  # pragma: no cover
+
+    def _compile(self, constraint: Constraint):
+        """The backend's compiled form of a constraint (cached by ``compiled``); a UsageError
+        naming what it cannot enforce."""
         raise NotImplementedError  # pragma: no cover
 
     def _logprobs(self, ids: list[int]) -> list[float]:
@@ -232,10 +246,21 @@ class LocalBackend:
         return self._load_prompt(ids)[0]
 
     # --- generation -------------------------------------------------------------------------------
+    def compiled(self, constraint: Constraint | None):
+        """``constraint`` compiled for this backend, once per distinct constraint (a batch or a chat
+        compiles its schema once); None for no constraint."""
+        if constraint is None:
+            return None
+        cache = self.__dict__.setdefault("_compiled", {})
+        if constraint not in cache:
+            cache[constraint] = self._compile(constraint)
+        return cache[constraint]
+
     def stream(self, prompt: Prompt | Sequence[int], params: SamplingParams) -> Iterator[StreamEvent]:
         ids = prompt_ids(prompt)
         stats = open_stream(self, ids, params, n_ctx_train=self.n_ctx_train)
         self._check_ids(ids)
+        self.compiled(params.constraint)  # an unenforceable schema fails here, before any evaluation
         return drive(self._generate(ids, params, stats), piece=self._text_piece, is_end=self.is_end,
                      params=params, stats=stats)
 
@@ -269,3 +294,12 @@ class LocalBackend:
         # Every position was evaluated as a prompt batch: the cache is still valid for reuse.
         self._exact = len(self._cached) if len(ids) >= 2 else 0
         return out
+
+
+def preflight(backend, params: SamplingParams) -> None:
+    """Raise now what ``stream`` would refuse before generating (a parameter or a constraint the
+    backend cannot honour), so a batch fails once instead of once per line."""
+    check_params(backend.name, backend.capabilities, params)
+    check_constraint(backend.name, backend.capabilities, params.constraint)
+    if isinstance(backend, LocalBackend):
+        backend.compiled(params.constraint)

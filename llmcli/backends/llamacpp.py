@@ -11,18 +11,24 @@ generation loop, prefix reuse and stream semantics are ``core.LocalBackend``'s.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import functools
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, SamplingParams
+from llmcli.backends.base import BackendInfo, Constraint, SamplingParams
 from llmcli.backends.core import LocalBackend
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import PENALTY_LAST_N, NgramBlocker
-from llmcli.errors import BackendError, ModelError
+from llmcli.errors import BackendError, ModelError, UsageError
+
+
+PARALLEL_MAX = 64  # sequences one ParallelDecoder runs at once (--parallel)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,6 +70,7 @@ class LlamaCppBackend(LocalBackend):
     # positions in the same batches, bit for bit. The price: up to ALIGN - 1 tokens evaluated again
     # per chat turn, and prompt batches of ALIGN tokens (docs/performance.md has the numbers).
     ALIGN = 64
+    capabilities = dataclasses.replace(LocalBackend.capabilities, parallel=PARALLEL_MAX)
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
                  gpu_layers: int = 0, batch: int = 512, verbose: bool = False, reason: str = "",
@@ -110,6 +117,7 @@ class LlamaCppBackend(LocalBackend):
             self._apply_lora(Path(lora))
         self.n_ctx = self._ctx.n_ctx()
         self.n_batch = cparams.n_batch
+        self._cparams = cparams  # ParallelDecoder (--parallel) makes its own context from these
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=verbose)
         self.n_vocab = self._model.n_vocab()
         self.metadata = self._model.metadata()
@@ -224,7 +232,9 @@ class LlamaCppBackend(LocalBackend):
         """Drop the whole KV cache (chat: /clear)."""
         self._truncate(0)
 
-    def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int]) -> _NativeSampler:
+    def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int], ctx=None) -> _NativeSampler:
+        """The native chain; ``ctx``: the context whose logits it reads (--parallel's own, else ours)."""
+        ctx = ctx if ctx is not None else self._ctx.ctx
         s = self._internals.LlamaSampler()
         if params.repeat_penalty != 1.0:
             s.add_penalties(self.n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
@@ -242,7 +252,40 @@ class LlamaCppBackend(LocalBackend):
             s.add_min_p(params.min_p, 1)
             s.add_temp(params.temperature)
             s.add_dist(seed)
-        return _NativeSampler(self._ll.llama_sampler_sample, s, self._ctx.ctx, blocker)
+        grammar = self.compiled(params.constraint)
+        if grammar is not None:
+            from llmcli.backends.llamacpp_grammar import GrammarSampler
+
+            return GrammarSampler(self._ll, s, self._grammar_sampler(grammar), ctx, self.n_vocab, blocker)
+        return _NativeSampler(self._ll.llama_sampler_sample, s, ctx, blocker)
+
+    def _compile(self, constraint: Constraint) -> bytes:
+        """The GBNF text for llama.cpp's grammar sampler, checked by parsing it once. llama.cpp's parser
+        writes its complaint straight to file descriptor 2: it is caught and becomes our one error line."""
+        if constraint.kind == "json_schema":
+            from llmcli.backends.grammar_gbnf import to_gbnf
+
+            text = to_gbnf(constraint.text)
+        else:
+            text = constraint.text
+        grammar = text.encode("utf-8")
+        with _captured_stderr() as said:
+            sampler = self._ll.llama_sampler_init_grammar(self._vocab, grammar, b"root")
+        if not sampler:
+            why = next((line.split("error parsing grammar:")[-1].strip() for line in said()
+                        if line.strip()), "") or "a syntax error, an undefined rule, or no rule named root"
+            raise UsageError(f"llama.cpp cannot use {constraint.flag} {constraint.source}: {why}",
+                             "fix the grammar (GBNF, https://github.com/ggml-org/llama.cpp/blob/master/grammars)"
+                             if constraint.kind == "gbnf" else "simplify the schema")
+        self._ll.llama_sampler_free(sampler)
+        return grammar
+
+    def _grammar_sampler(self, grammar: bytes):
+        """A grammar sampler for one stream (the grammar parsed before, in ``_compile``)."""
+        sampler = self._ll.llama_sampler_init_grammar(self._vocab, grammar, b"root")
+        if not sampler:
+            raise BackendError("llama.cpp could not build the grammar sampler")
+        return sampler
 
     def _logprobs(self, ids: list[int]) -> list[float]:
         """One forward pass over the window, logits of every position."""
@@ -261,6 +304,12 @@ class LlamaCppBackend(LocalBackend):
             pos += n
         return out
 
+    def decoder(self, n: int):
+        """A ParallelDecoder for ``n`` sequences at once on this model (its own context)."""
+        from llmcli.backends.llamacpp_parallel import ParallelDecoder
+
+        return ParallelDecoder(self, n)
+
     def close(self) -> None:
         for obj in ("_batch", "_ctx", "_model"):
             o = getattr(self, obj, None)
@@ -272,13 +321,14 @@ class LlamaCppBackend(LocalBackend):
 class _NativeSampler:
     """llama.cpp's sampler chain for one stream; the logits live in the context."""
 
-    __slots__ = ("_sample", "_chain", "_ctx", "_blocker")
+    __slots__ = ("_sample", "_chain", "_ctx", "_blocker", "idx")
 
     def __init__(self, sample, chain, ctx, blocker: NgramBlocker | None):
         self._sample, self._chain, self._ctx, self._blocker = sample, chain, ctx, blocker
+        self.idx = -1  # which row of the last batch holds this sequence's logits (--parallel)
 
     def pick(self, _state) -> int:
-        return self._sample(self._chain.sampler, self._ctx, -1)
+        return self._sample(self._chain.sampler, self._ctx, self.idx)
 
     def accept(self, token: int) -> None:
         if self._blocker is not None:
@@ -286,6 +336,26 @@ class _NativeSampler:
 
     def close(self) -> None:
         self._chain.close()
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """File descriptor 2 redirected to a temporary file for the block; yields a function giving the
+    lines written there."""
+    import tempfile
+
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read(65536).decode("utf-8", "replace").splitlines())
 
 
 def _ban_tokens(blocker: NgramBlocker):

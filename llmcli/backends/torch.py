@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmcli.backends.base import BackendInfo, SamplingParams
+from llmcli.backends.base import BackendInfo, Constraint, SamplingParams
 from llmcli.backends.core import LocalBackend
 from llmcli.backends.torch_cache import cache_kwarg, growing_layer_class
 from llmcli.backends.torch_checks import check_architecture, check_hf_folder, read_config
@@ -378,7 +378,25 @@ class TorchBackend(LocalBackend):
     def _sampler(self, params: SamplingParams, seed: int, history: Sequence[int]):
         from llmcli.backends.torch_sampling import TokenPicker
 
-        return TokenPicker(params, seed, history, device=self.device)
+        mask = None
+        grammar = self.compiled(params.constraint)
+        if grammar is not None:
+            from llmcli.backends.torch_grammar import TokenMask
+
+            mask = TokenMask(self._lltokenizer(), grammar, self.n_vocab)
+        return TokenPicker(params, seed, history, device=self.device, mask=mask)
+
+    def _lltokenizer(self):
+        if self.__dict__.get("_lltok") is None:
+            from llmcli.backends.torch_grammar import tokenizer
+
+            self._lltok = tokenizer(self._tok, self.n_vocab, self._ends)
+        return self._lltok
+
+    def _compile(self, constraint: Constraint) -> str:
+        from llmcli.backends.torch_grammar import compile_grammar
+
+        return compile_grammar(constraint, self._lltokenizer())
 
     def _logprobs(self, ids: list[int]) -> list[float]:
         """In chunks of PREFILL_CHUNK positions."""

@@ -48,10 +48,11 @@ def keep_mask(vals, params: SamplingParams):
 class TokenPicker:
     """Chooses the next id from one position's logits; ``accept`` records it."""
 
-    def __init__(self, params: SamplingParams, seed: int, history: Sequence[int], device="cpu"):
+    def __init__(self, params: SamplingParams, seed: int, history: Sequence[int], device="cpu", mask=None):
         import torch
 
         self.params = params
+        self.mask = mask  # torch_grammar.TokenMask: structured output
         self.window: deque[int] = deque(history[-PENALTY_LAST_N:], maxlen=PENALTY_LAST_N)
         self.blocker = NgramBlocker(params.no_repeat_ngram_size, history) if params.no_repeat_ngram_size else None
         self.generator = None
@@ -60,6 +61,8 @@ class TokenPicker:
             self.generator.manual_seed(seed)
 
     def accept(self, token: int) -> None:
+        if self.mask is not None:
+            self.mask.consume(token)
         self.window.append(token)
         if self.blocker is not None:
             self.blocker.append(token)
@@ -69,6 +72,8 @@ class TokenPicker:
         import torch
 
         x = logits.to(torch.float32, copy=True)
+        if self.mask is not None:  # first, so every later step sees only what the grammar allows
+            x.masked_fill_(~self.mask.allowed(x.device), -math.inf)
         apply_repeat_penalty(x, self.window, self.params.repeat_penalty)
         if self.blocker is not None:
             banned = self.blocker.banned()

@@ -24,7 +24,7 @@ def _isatty(stream) -> bool:
 CHAT_SAMPLING = tuple(n for n in P.SAMPLING_NAMES if n != "n")  # one reply per turn; /retry for another
 
 
-@o.table_options("model", "file", *CHAT_SAMPLING, *P.RUNTIME_NAMES, help={
+@o.table_options("model", "file", "json_schema", "grammar", *CHAT_SAMPLING, *P.RUNTIME_NAMES, help={
     "file": "A UTF-8 text file (no NUL bytes) attached to the first message, labelled with its name "
             "(/file attaches more later). Repeatable.",
     "seed": "Base seed: the reply to message k (from 0) uses seed+k, so a conversation replays identically."})
@@ -79,6 +79,7 @@ def chat(
     from llmcli.chat.engine import ChatSession, check_chat_model, check_reasoning
     from llmcli.chat.repl import input_lines, run_interactive, run_piped
     from llmcli.cli.generate import resolve_think_mode
+    from llmcli.cli.structured import read_constraint
     from llmcli.config import load_settings
     from llmcli.output import info, warn
 
@@ -101,6 +102,7 @@ def chat(
     opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, compile=compile_)
     files, _ = o.read_inputs(given["file"] or (), stdin=False)  # stdin carries the messages
+    constraint = read_constraint(given["json_schema"], given["grammar"])  # every reply; not saved with the session
 
     # Which conversation: resumed (never overwritten when corrupt: load raises first) or new.
     loaded = None
@@ -142,6 +144,7 @@ def chat(
 
         conv = loaded if loaded is not None else Conversation(params=params)
         conv.params = params if params.seed is not None else params.replace(seed=conv.params.seed)
+        conv.params = conv.params.replace(constraint=constraint)
         if system is not None:
             conv.set_system(system)
         conv.model, conv.model_path = ref.display, ref.location
@@ -149,6 +152,10 @@ def chat(
         chat_session = ChatSession(engine, conv, autosaver=saver, notify=info, background_prefill=interactive,
                                    model_loader=loader, on_turn=_turn_logger(settings, no_log, ref))
         check_reasoning(engine, conv.params.reasoning)
+        if constraint is not None:  # a schema the backend cannot enforce fails now, not at the first reply
+            from llmcli.backends.core import preflight
+
+            preflight(engine, conv.params)
         chat_session.attach(files)
         if loaded is not None:
             if interactive:

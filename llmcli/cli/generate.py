@@ -75,7 +75,7 @@ def result_record(reply, *, model: str, backend: str, index: int) -> dict:
     return record
 
 
-@o.table_options("model", "file", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
+@o.table_options("model", "file", "json_schema", "grammar", "resume", "parallel", *P.SAMPLING_NAMES, *P.RUNTIME_NAMES)
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt. With piped stdin, stdin comes first as "
                                                     "context and this is the instruction.", show_default=False)] = None,
@@ -90,6 +90,10 @@ def generate(
                                         "finishes.", rich_help_panel=o.OUTPUT_PANEL)] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Print token counts, speeds and time to first token to "
                                         "stderr.", rich_help_panel=o.OUTPUT_PANEL)] = False,
+    each_line: Annotated[bool, typer.Option("--each-line", help="Batch mode: every stdin line is one prompt (the "
+                                            "argument, if any, follows it as the instruction); one JSONL record per "
+                                            "sample, with its line number; exit 1 if a line failed.",
+                                            rich_help_panel=o.INPUT_PANEL)] = False,
     allow_pickle: o.AllowPickleOpt = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     compile_: o.CompileOpt = False,
@@ -112,8 +116,13 @@ def generate(
       llmcli generate --temperature 0 --max-tokens 64 --stop "\\n\\n" "…"
 
       llmcli generate --n 3 --seed 7 --jsonl "Name a colour"
+
+      llmcli generate --json-schema person.json "Extract the person from: …"
     """
+    from llmcli.backends.core import preflight
+    from llmcli.cli import batch
     from llmcli.cli.runlog import PendingLog
+    from llmcli.cli.structured import read_constraint
     from llmcli.logs import file_entry
     from llmcli.config import load_settings
     from llmcli.output import NullSink, TextSink, dumps, format_stats, info
@@ -121,15 +130,21 @@ def generate(
 
     if json_out and jsonl:
         raise UsageError("--json and --jsonl cannot be combined")
+    if each_line and json_out:
+        raise UsageError("--each-line writes one JSON record per line (JSONL): --json cannot be combined",
+                         "drop --json")
     settings = load_settings()
     # Every value is parsed and range-checked here, before stdin is read or a model is loaded.
     given = o.parse_flags(flags)
     params = o.sampling_params(settings, **{n: given[n] for n in P.SAMPLING_NAMES})
+    params = params.replace(constraint=read_constraint(given["json_schema"], given["grammar"]))
     think_mode = resolve_think_mode(o.setting(settings, given, "think"), _isatty(sys.stdout))
     opts = o.backend_options(settings, given, verbose=verbose, allow_pickle=allow_pickle,
                              trust_remote_code=trust_remote_code, compile=compile_)
-    files, stdin_text = o.read_inputs(given["file"] or ())
-    text = build_prompt(prompt, stdin_text, files)
+    parallel = given["parallel"] or 1
+    resume = batch.check_args(each_line, given["resume"], given["file"] or (), params, parallel)
+    files, stdin_text = o.read_inputs(given["file"] or (), stdin=not each_line)
+    text = None if each_line else build_prompt(prompt, stdin_text, files)
     log = PendingLog("generate", settings, no_log=no_log, prompt=text, system=system, params=params,
                      model=given["model"])
     log.files = [file_entry(f.name, f.text.encode()) for f in files]
@@ -143,6 +158,17 @@ def generate(
     try:
         if not raw and not engine.has_chat_template and verbose:
             info("the model has no chat template: sending the prompt as is")
+        preflight(engine, params)
+        if each_line:
+            def make_prompt(line: str):
+                p = engine_prompt(engine, build_prompt(prompt, line, files), system=system, raw=raw,
+                                  reasoning=params.reasoning)
+                check_window(engine, list(p.ids), files)
+                return p
+
+            batch.check_parallel(engine, parallel)
+            batch.run(engine, ref, params, make_prompt=make_prompt, resume=resume, log=log, parallel=parallel)
+            return
         prompt_obj = engine_prompt(engine, text, system=system, raw=raw, reasoning=params.reasoning)
         prompt_text = prompt_obj.text if prompt_obj.messages else None
         check_window(engine, list(prompt_obj.ids), files)

@@ -19,6 +19,7 @@ from llmcli.errors import UsageError
 MODEL_PANEL = P.MODEL
 SAMPLING_PANEL = P.SAMPLING
 OUTPUT_PANEL = P.OUTPUT
+INPUT_PANEL = P.INPUT
 
 
 def complete_model(incomplete: str) -> list[str]:
