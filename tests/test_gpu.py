@@ -201,8 +201,8 @@ def test_tokenizer_is_small_and_configs_match_their_models():
 def test_wheel_folder_recipe_covers_the_runtime_dependencies():
     """docs/performance.md's `pip download` line names every runtime dependency the GPU machine
     does not already have (torch, transformers and transformers' own dependencies are there;
-    llama-cpp-python, accelerate and openai — the remote backend's client — are not needed on the
-    torch path)."""
+    llama-cpp-python, accelerate, openai — the remote backend's client —, peft — finetune's — and
+    llguidance — --json-schema on torch — are imported only by paths the GPU check never takes)."""
     import re
     tomllib = pytest.importorskip("tomllib")
     from pathlib import Path
@@ -211,7 +211,7 @@ def test_wheel_folder_recipe_covers_the_runtime_dependencies():
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
     present = {"torch", "transformers", "huggingface-hub", "safetensors", "tokenizers", "tomli"}
-    unneeded = {"llama-cpp-python", "accelerate", "openai"}
+    unneeded = {"llama-cpp-python", "accelerate", "openai", "peft", "llguidance"}
     doc = (root / "docs" / "performance.md").read_text()
     recipe = doc[doc.index("python -m pip download --dest .wheels"):]
     recipe = recipe[: recipe.index("```")].lower().replace("_", "-")
