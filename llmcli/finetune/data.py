@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmcli.backends.core import common_prefix_len
 from llmcli.errors import UsageError
 
 ROLES = ("system", "user", "assistant")
@@ -129,20 +130,11 @@ def chat_example(backend, turns, seq_len: int) -> tuple[Example, bool]:
     for i, m in enumerate(msgs):
         if m.role != "assistant":
             continue
-        start = _common(backend.chat_ids(msgs[:i], add_generation_prompt=True), ids)
-        end = _common(backend.chat_ids(msgs[:i + 1], add_generation_prompt=False), ids)
+        start = common_prefix_len(backend.chat_ids(msgs[:i], add_generation_prompt=True), ids)
+        end = common_prefix_len(backend.chat_ids(msgs[:i + 1], add_generation_prompt=False), ids)
         labels[start:end] = ids[start:end]
     truncated = len(ids) > seq_len
     return Example(tuple(ids[:seq_len]), tuple(labels[:seq_len])), truncated
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def examples(backend, src: Source, seq_len: int, *, keep_tail: bool = False) -> tuple[list[Example], int]:
