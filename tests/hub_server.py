@@ -471,6 +471,21 @@ class HubServer:
             self._threads.append(t)
         return self
 
+    def point(self, monkeypatch) -> None:
+        """Aim HF_ENDPOINT at this server, for subprocesses and for in-process hub calls alike.
+
+        huggingface_hub reads HF_ENDPOINT once, at import: when an earlier test already imported it,
+        its constants still name the real hub, so they are patched too (the library's own state,
+        never an llmcli function)."""
+        import sys
+
+        monkeypatch.setenv("HF_ENDPOINT", self.url)
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:
+            monkeypatch.setattr(constants, "ENDPOINT", self.url)
+            monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                                self.url + "/{repo_id}/resolve/{revision}/{filename}")
+
     def stop(self) -> None:
         self.state.reset()
         for srv in (self._api, self._cdn):
@@ -606,7 +621,7 @@ if pytest is not None:
     def hub(hub_server, monkeypatch):
         """The session hub, reset, with HF_ENDPOINT pointing at it and no ambient token/offline mode."""
         hub_server.state.reset()
-        monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+        hub_server.point(monkeypatch)
         for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                     "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_DISABLE_XET"):
             monkeypatch.delenv(var, raising=False)

@@ -58,7 +58,7 @@ def test_pull_by_quant_tag_then_generate_offline_with_server_stopped(gguf_path, 
     for r in build_repos(gguf_path):
         srv.add(r)
     srv.start()
-    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    srv.point(monkeypatch)
     try:
         r = run_cli("pull", f"{GGUF_REPO}:q4_k_m", "--as", "smol")
         assert r.returncode == 0, r.stderr
@@ -135,7 +135,7 @@ def dual_hub(gguf_path, hub, monkeypatch):
     srv = HubServer()
     srv.add(dual_format_repo(gguf_path))
     srv.start()
-    monkeypatch.setenv("HF_ENDPOINT", srv.url)
+    srv.point(monkeypatch)
     yield srv
     srv.stop()
 
