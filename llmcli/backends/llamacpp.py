@@ -179,13 +179,13 @@ class LlamaCppBackend(LocalBackend):
         return bos, (self._model.token_get_text(eos_id) if eos_id >= 0 else "")
 
     # --- evaluation ---------------------------------------------------------------------------
-    def _chunks(self, n: int) -> Iterator[tuple[int, int]]:
-        """(start, size) of the batches for n tokens appended at the end of the cache. On CPU: the
-        aligned units (ALIGN). Otherwise at most n_batch each, and never a lone last token unless
-        n == 1 (a batch of one token computes slightly different keys/values)."""
+    def _chunks(self, n: int, at: int | None = None) -> Iterator[tuple[int, int]]:
+        """(start, size) of the batches for n tokens appended at position ``at`` (default: the end of
+        the cache). On CPU: the aligned units (ALIGN). Otherwise at most n_batch each, and never a
+        lone last token unless n == 1 (a batch of one token computes slightly different keys/values)."""
         i = 0
         if self._align:
-            at = len(self._cached)
+            at = len(self._cached) if at is None else at
             while i < n:
                 size = min(self._align - (at + i) % self._align, n - i)
                 yield i, size

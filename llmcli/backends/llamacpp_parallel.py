@@ -4,6 +4,16 @@ with ``n_seq_max`` sequences (each its own KV stream of the full window: ``kv_un
 own batch index by its own sampler chain. A sequence that finishes frees its slot at once and
 ``admit`` (the caller's callback) starts the next one: continuous batching.
 
+A prompt submitted again right after it was evaluated (``generate --n``: the same prompt for every
+sample; ``--each-line --n K``: the K samples of a line) is not evaluated again: its keys/values are
+copied from the slot that holds them (``llama_memory_seq_cp``) and its first token is sampled from
+the same logits. With ``kv_unified`` off each sequence is its own stream, so llama.cpp copies the
+whole stream buffer (``seq_cp`` across streams, done in the next ``llama_decode``); a unified cache
+would only relabel cells, but then every decode row of a step attends in one stream, a different
+flash-attention path than a single-sequence decode (``ggml_compute_forward_flash_attn_ext``: the
+tiled kernel once a stream holds several query rows), and replies would no longer equal
+single-sequence ones bit for bit.
+
 Each sequence keeps the single-sequence semantics: its ids go through ``textstream.drive``
 (UTF-8, stop strings, max tokens, stats) exactly as ``LocalBackend.stream`` does; the consumer
 reads its events with ``Sequence.events()``, which decodes more steps (for every sequence) when
@@ -12,8 +22,10 @@ this one has none buffered, so results can be consumed in submission order.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from llmcli.backends.base import Finish, SamplingParams, StreamEvent, TokenEvent, prompt_ids
 from llmcli.backends.core import open_stream
@@ -24,7 +36,8 @@ from llmcli.errors import BackendError
 class Sequence:
     """One submitted prompt: its slot, sampler, and the events ``drive`` produced so far."""
 
-    def __init__(self, decoder: ParallelDecoder, slot: int, sampler, params: SamplingParams, stats, n_prompt: int):
+    def __init__(self, decoder: ParallelDecoder, slot: int, sampler, params: SamplingParams, stats, n_prompt: int,
+                 started: float):
         self._decoder = decoder
         self.slot = slot
         self.sampler = sampler
@@ -37,7 +50,7 @@ class Sequence:
         self._buffer: deque[StreamEvent] = deque()
         backend = decoder.backend
         self._drive = drive(self._source(), piece=backend._text_piece, is_end=backend.is_end, params=params,
-                            stats=stats)
+                            stats=stats, clock=_clock_from(started))
 
     def _source(self) -> Iterator[int]:
         while self._queue:
@@ -77,6 +90,23 @@ class Sequence:
                 return
 
 
+def _clock_from(started: float) -> Callable[[], float]:
+    """``drive``'s clock, whose first reading is ``started``: the time to first token then counts the
+    prompt's evaluation, as in a single-sequence stream."""
+    first = [started]
+    return lambda: first.pop() if first else time.perf_counter()
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """The prompt evaluated last: ``slot`` holds its keys/values, row ``row`` of the last batch its
+    logits (valid until the next ``llama_decode``)."""
+
+    ids: tuple[int, ...]
+    slot: int
+    row: int
+
+
 class ParallelDecoder:
     """Up to ``n`` sequences on ``backend`` (a LlamaCppBackend) decoded together."""
 
@@ -99,30 +129,44 @@ class ParallelDecoder:
         self.n_ctx = backend.n_ctx
         self._batch = internals.LlamaBatch(n_tokens=max(backend.n_batch, n), embd=0, n_seq_max=1, verbose=False)
         self._slots: list[Sequence | None] = [None] * n
+        self._evaluated: _Evaluated | None = None
         self.admit: Callable[[], None] = lambda: None
 
     def free(self) -> int:
         return sum(s is None for s in self._slots)
 
     def submit(self, prompt, params: SamplingParams) -> Sequence:
-        """Evaluate ``prompt`` into a free slot and sample its first token."""
+        """Evaluate ``prompt`` into a free slot and sample its first token. The prompt evaluated just
+        before (no decode since) is shared instead: its slot's keys/values are copied, its logits
+        reused, and the stats say 0 prompt tokens processed."""
+        started = time.perf_counter()
         backend = self.backend
         ids = prompt_ids(prompt)
         stats = open_stream(backend, ids, params, n_ctx_train=backend.n_ctx_train)
         backend._check_ids(ids)
         slot = self._slots.index(None)
-        self._ll.llama_memory_seq_rm(self._ctx.memory, slot, 0, -1)
-        size = 0
-        for start, size in backend._chunks(len(ids)):
-            self._decode([(t, start + i, slot) for i, t in enumerate(ids[start:start + size])])
-        stats.prompt_tokens_processed = len(ids)
+        done = self._evaluated
+        if done is not None and done.ids == tuple(ids):
+            if done.slot != slot:
+                # Whole streams only (llama.cpp's cross-stream copy); it replaces what the slot held.
+                self._ll.llama_memory_seq_cp(self._ctx.memory, done.slot, slot, -1, -1)
+            row = done.row
+        else:
+            self._ll.llama_memory_seq_rm(self._ctx.memory, slot, 0, -1)
+            size = 0
+            for start, size in backend._chunks(len(ids), at=0):
+                self._decode([(t, start + i, slot) for i, t in enumerate(ids[start:start + size])])
+            stats.prompt_tokens_processed = len(ids)
+            row = size - 1
+            self._evaluated = _Evaluated(tuple(ids), slot, row)
         sampler = backend._sampler(params, stats.seed, ids, ctx=self._ctx.ctx)
-        seq = Sequence(self, slot, sampler, params, stats, len(ids))
+        seq = Sequence(self, slot, sampler, params, stats, len(ids), started)
         self._slots[slot] = seq
-        self._pick(seq, size - 1)
+        self._pick(seq, row)
         return seq
 
     def _decode(self, rows: list[tuple[int, int, int]]) -> None:
+        self._evaluated = None  # the logits it pointed at are overwritten
         b = self._batch.batch
         b.n_tokens = len(rows)
         for j, (token, pos, slot) in enumerate(rows):
@@ -152,8 +196,9 @@ class ParallelDecoder:
         seq.last = token
 
     def _release(self, seq: Sequence) -> None:
+        # The slot's keys/values stay until ``submit`` reuses it: a sample that ends at its first
+        # token may still be the source the next sample of the same prompt copies.
         seq.sampler.close()
-        self._ll.llama_memory_seq_rm(self._ctx.memory, seq.slot, 0, -1)
         self._slots[seq.slot] = None
 
     def step(self) -> None:
