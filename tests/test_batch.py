@@ -102,3 +102,34 @@ def test_batch_flag_errors(bad, args, message):
     (bad.work / "torn.jsonl").write_text('{"line": 1, "index": 0, "text": "a"}\n{"line": 2, "ind')
     (bad.work / "notes.txt").write_text("hello\n")
     bad.run("generate", *args, expect=2, message=message, input="a prompt\n")
+
+
+def test_n_evaluates_the_prompt_once_and_gives_the_single_sequence_samples(cli, gguf_path):
+    """--n N on llama.cpp decodes the samples together from one evaluation of the prompt (its keys/values
+    copied to the other sequences): the processed-prompt count adds up to the prompt length once, and
+    sample i is the text a single-sequence run with seed S + i gives, sampled or greedy. In batch mode the
+    samples of a line share their line's prompt the same way."""
+    from llmcli.backends.base import Message, SamplingParams
+    from llmcli.backends.llamacpp import LlamaCppBackend
+
+    run = ("generate", "-m", str(gguf_path), "--ctx", "1024", "--threads", "1", "--no-log", "--jsonl",
+           "--max-tokens", "12")
+    sampled = records(cli(*run, "--n", "4", "--seed", "21", "-t", "0.9", "Name a colour").stdout)
+    greedy = records(cli(*run, "--n", "2", "-t", "0", "Name a colour").stdout)
+    backend = LlamaCppBackend(gguf_path, ctx_cap=1024, threads=1)  # the CLI runs' settings, one sequence
+    try:
+        prompt = backend.encode(messages=[Message("user", "Name a colour")])
+        singles = [list(backend.stream(prompt, SamplingParams(max_tokens=12, **kw)))[-1].text
+                   for kw in [dict(temperature=0.9, seed=21 + i) for i in range(4)] + [dict(temperature=0)]]
+    finally:
+        backend.close()
+    assert [r["timings"]["prompt_tokens_processed"] for r in sampled] == [len(prompt.ids), 0, 0, 0]
+    assert [r["text"] for r in sampled] == singles[:4]
+    assert len({r["text"] for r in sampled}) > 1
+    assert [r["text"] for r in greedy] == singles[4:] * 2
+
+    lines = cli("generate", "--each-line", "-m", str(gguf_path), "--ctx", "1024", "--threads", "1", "--no-log",
+                "--max-tokens", "4", "--n", "2", "--parallel", "4", "--seed", "3", input=b"Hi\nName a fruit\n")
+    assert lines.returncode == 0, lines.stderr
+    assert [(r["line"], r["index"], r["timings"]["prompt_tokens_processed"] > 0)
+            for r in records(lines.stdout)] == [(1, 0, True), (1, 1, False), (2, 0, True), (2, 1, False)]
