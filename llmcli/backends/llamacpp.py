@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from llmcli.backends.base import BackendInfo, Constraint, SamplingParams
-from llmcli.backends.core import LocalBackend
+from llmcli.backends.core import LocalBackend, common_prefix_len
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import PENALTY_LAST_N, NgramBlocker
 from llmcli.errors import BackendError, ModelError, UsageError
@@ -209,7 +209,14 @@ class LlamaCppBackend(LocalBackend):
             pass
 
     def _reusable(self, ids: Sequence[int]) -> int:
-        keep = super()._reusable(ids)
+        return self._aligned(super()._reusable(ids))
+
+    def shareable(self, held: Sequence[int], ids: Sequence[int]) -> int:
+        """How many leading ids of prompt ``ids`` can take their keys/values from another sequence
+        whose prompt ``held`` was evaluated (--parallel): what this cache would reuse of it."""
+        return self._aligned(min(common_prefix_len(held, ids), max(len(ids) - self.MIN_FRESH, 0)))
+
+    def _aligned(self, keep: int) -> int:
         return keep - keep % self._align if self._align else keep
 
     def _step(self, ids, all_logits: bool = False) -> None:

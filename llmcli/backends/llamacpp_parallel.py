@@ -7,7 +7,9 @@ own batch index by its own sampler chain. A sequence that finishes frees its slo
 A prompt submitted again right after it was evaluated (``generate --n``: the same prompt for every
 sample; ``--each-line --n K``: the K samples of a line) is not evaluated again: its keys/values are
 copied from the slot that holds them (``llama_memory_seq_cp``) and its first token is sampled from
-the same logits. With ``kv_unified`` off each sequence is its own stream, so llama.cpp copies the
+the same logits. Any other prompt takes from a slot the longest prefix the single-sequence cache
+would reuse (whole ALIGN units on CPU, so the keys/values are bit for bit those of a fresh
+evaluation): a long shared instruction is evaluated once per decoder, not once per line. With ``kv_unified`` off each sequence is its own stream, so llama.cpp copies the
 whole stream buffer (``seq_cp`` across streams, done in the next ``llama_decode``); a unified cache
 would only relabel cells, but then every decode row of a step attends in one stream, a different
 flash-attention path than a single-sequence decode (``ggml_compute_forward_flash_attn_ext``: the
@@ -130,40 +132,63 @@ class ParallelDecoder:
         self._batch = internals.LlamaBatch(n_tokens=max(backend.n_batch, n), embd=0, n_seq_max=1, verbose=False)
         self._slots: list[Sequence | None] = [None] * n
         self._evaluated: _Evaluated | None = None
+        self._held: list[tuple[int, ...]] = [()] * n  # per slot: the prompt whose keys/values it holds
         self.admit: Callable[[], None] = lambda: None
 
     def free(self) -> int:
         return sum(s is None for s in self._slots)
 
     def submit(self, prompt, params: SamplingParams) -> Sequence:
-        """Evaluate ``prompt`` into a free slot and sample its first token. The prompt evaluated just
-        before (no decode since) is shared instead: its slot's keys/values are copied, its logits
-        reused, and the stats say 0 prompt tokens processed."""
+        """Evaluate ``prompt`` into a free slot and sample its first token. What another slot already
+        holds is not evaluated again (``_share``); the stats count only the ids evaluated here."""
         started = time.perf_counter()
         backend = self.backend
         ids = prompt_ids(prompt)
         stats = open_stream(backend, ids, params, n_ctx_train=backend.n_ctx_train)
         backend._check_ids(ids)
-        slot = self._slots.index(None)
-        done = self._evaluated
-        if done is not None and done.ids == tuple(ids):
-            if done.slot != slot:
-                # Whole streams only (llama.cpp's cross-stream copy); it replaces what the slot held.
-                self._ll.llama_memory_seq_cp(self._ctx.memory, done.slot, slot, -1, -1)
-            row = done.row
-        else:
-            self._ll.llama_memory_seq_rm(self._ctx.memory, slot, 0, -1)
+        key = tuple(ids)
+        slot, keep, row = self._share(key)
+        if keep < len(ids):
             size = 0
-            for start, size in backend._chunks(len(ids), at=0):
+            for start, size in backend._chunks(len(ids) - keep, at=keep):
+                start += keep
                 self._decode([(t, start + i, slot) for i, t in enumerate(ids[start:start + size])])
-            stats.prompt_tokens_processed = len(ids)
             row = size - 1
-            self._evaluated = _Evaluated(tuple(ids), slot, row)
+            self._evaluated = _Evaluated(key, slot, row)
+        stats.prompt_tokens_processed = len(ids) - keep
+        self._held[slot] = key
         sampler = backend._sampler(params, stats.seed, ids, ctx=self._ctx.ctx)
         seq = Sequence(self, slot, sampler, params, stats, len(ids), started)
         self._slots[slot] = seq
         self._pick(seq, row)
         return seq
+
+    def _share(self, ids: tuple[int, ...]) -> tuple[int, int, int]:
+        """(free slot for ``ids``, how many leading ids it now holds, logits row when that is all).
+
+        The prompt evaluated just before (no decode since) is shared whole, logits included. Otherwise
+        the longest prefix some slot's prompt shares with ``ids``, as far as the single-sequence cache
+        would reuse it (``shareable``: aligned units on CPU, so the keys/values are the ones a fresh
+        evaluation computes). A free slot holding it is used in place; a running one is copied.
+        Copies are of whole streams (llama.cpp's cross-stream ``seq_cp``, done in the next decode);
+        they replace what the slot held, and the part past the prefix is then dropped."""
+        memory, ll = self._ctx.memory, self._ll
+        free = [s for s, q in enumerate(self._slots) if q is None]
+        done = self._evaluated
+        if done is not None and done.ids == ids:
+            keep, src, row = len(ids), done.slot, done.row
+        else:
+            keep, _, src = max(((self.backend.shareable(held, ids), s in free, s)
+                                for s, held in enumerate(self._held) if held), default=(0, False, -1))
+            row = -1
+            if keep == 0:
+                src = -1
+        slot = src if src in free else free[0]
+        self._held[slot] = ()  # until the prompt is in (a failed decode leaves the slot in between)
+        if src >= 0 and src != slot:
+            ll.llama_memory_seq_cp(memory, src, slot, -1, -1)
+        ll.llama_memory_seq_rm(memory, slot, keep, -1)
+        return slot, keep, row
 
     def _decode(self, rows: list[tuple[int, int, int]]) -> None:
         self._evaluated = None  # the logits it pointed at are overwritten
@@ -219,5 +244,6 @@ class ParallelDecoder:
             if s is not None:
                 s.sampler.close()
         self._slots = [None] * self.n
+        self._held = [()] * self.n
         for o in (self._batch, self._ctx):
             o.close()
