@@ -267,6 +267,8 @@ class Backend(Protocol):
 
     def logprobs(self, ids: list[int]) -> list[float]: ...  # capabilities.logprobs
 
+    def compiled(self, constraint: Constraint | None): ...  # capabilities.grammar: check (and prepare) one
+
     def reset(self) -> None: ...
 
     def close(self) -> None: ...

@@ -154,17 +154,22 @@ class _Recorder:
         self.engine, self.ref, self.params, self._write = engine, ref, params, write
         self.log, self.tally, self.progress = log, tally, progress
 
-    def reply(self, line: Line, index: int, reply, last: bool) -> None:
+    def reply(self, line: Line, index: int, reply, last: bool) -> bool:
+        """Write one sample's record; False when it failed (its line then gets no more records)."""
         from llmcli.cli.generate import result_record
 
         if reply.interrupted:
             raise KeyboardInterrupt
+        if reply.error is not None:  # a stream that broke mid-reply (a server gone): the line failed
+            self.error(line, reply.error.message)
+            return False
         self._write({"line": line.number, **result_record(reply, model=self.ref.display,
                                                           backend=self.engine.name, index=index)})
         self.log.reply(reply, sample=index, prompt=line.text)
         if last:
             self.tally.answered += 1
             self._done()
+        return True
 
     def error(self, line: Line, message: str) -> None:
         self._write({"line": line.number, "error": message})
@@ -208,7 +213,8 @@ def run_batch(engine, ref, params, lines: Iterable[Line], *, make_prompt, resume
                 _reraise_output(e)
                 rec.error(line, e.message)
                 break
-            rec.reply(line, i, reply, last=i == todo[-1])
+            if not rec.reply(line, i, reply, last=i == todo[-1]):
+                break
     return tally
 
 
@@ -254,17 +260,26 @@ def _run_parallel(engine, params, plan, rec: _Recorder, base: int, n: int) -> No
                 jobs.append((line, None, e.message, True))
 
     decoder.admit = admit
+    failed = None  # the line whose sample failed: its other samples write no records (as with --parallel 1)
     try:
         admit()
         while jobs:
             line, i, what, last = jobs.popleft()
-            if i is None:
+            if line is failed:
+                pass
+            elif i is None:
                 rec.error(line, what)
             else:
                 prompt, seq = what
-                reply = run_stream(_Submitted(engine, seq), prompt, seq.params, NullSink(),
-                                   think_filter_for(prompt.text if prompt.messages else None))
-                rec.reply(line, i, reply, last)
+                try:  # a request's own failure (a server's HTTP error) is that line's error record
+                    reply = run_stream(_Submitted(engine, seq), prompt, seq.params, NullSink(),
+                                       think_filter_for(prompt.text if prompt.messages else None))
+                    ok = rec.reply(line, i, reply, last)
+                except LlmcliError as e:
+                    _reraise_output(e)
+                    rec.error(line, e.message)
+                    ok = False
+                failed = failed if ok else line
             if not jobs:
                 admit()
     finally:
@@ -289,9 +304,9 @@ def check_parallel(engine, parallel: int) -> None:
     """After loading: the backend must decode that many sequences together."""
     if parallel > engine.capabilities.parallel:
         raise UsageError(f"the {engine.name} backend decodes one sequence at a time: --parallel {parallel} needs "
-                         "llama.cpp" if engine.capabilities.parallel == 1 else
+                         "llama.cpp or a server (-m URL)" if engine.capabilities.parallel == 1 else
                          f"the {engine.name} backend decodes at most {engine.capabilities.parallel} sequences "
-                         "together", "use --parallel 1, or a GGUF model on llama.cpp")
+                         "together", "use --parallel 1, or a GGUF model on llama.cpp, or a server (-m URL)")
 
 
 def run(engine, ref, params, *, make_prompt, resume: Resume, log, parallel: int = 1) -> None:
