@@ -71,6 +71,7 @@ class RemoteBackend:
 
     def __init__(self, url: str, model_id: str | None, key: ApiKey, *, reason: str = "the model is a URL"):
         self.server = Server(url, key)
+        self._decoders: list[RemoteDecoder] = []
         self.url = url
         listing = self.server.call(lambda: self.server.client.models.list(), listing=True)
         models = getattr(listing, "data", None)
@@ -84,7 +85,7 @@ class RemoteBackend:
         self.capabilities = Capabilities(token_ids=False, tokenize="server" if self.engine.tokenize else "none",
                                          count_chat=self.engine.tokenize in ("llama.cpp", "vllm"), prefill=False,
                                          logprobs=False, sampling=self.engine.sampling, grammar=self.engine.grammar,
-                                         parallel=PARALLEL_MAX)
+                                         parallel=PARALLEL_MAX, samples_together=True)
         self.info = BackendInfo("remote", f"{self.engine.name} at {url}", "(server)",
                                 f"{reason}; model id {self.model_id!r}")
         # openai imports each API's module on first use: do it here, not inside the first reply's TTFT.
@@ -310,7 +311,9 @@ class RemoteBackend:
 
     def decoder(self, n: int) -> RemoteDecoder:
         """``n`` requests in flight at once (``--parallel``, ``--n``); the server batches them."""
-        return RemoteDecoder(self, n)
+        decoder = RemoteDecoder(self, n)
+        self._decoders.append(decoder)
+        return decoder
 
     # --- what a server does not have ----------------------------------------------------------
     def prefill(self, ids: Sequence[int]) -> int:
@@ -324,6 +327,8 @@ class RemoteBackend:
         pass
 
     def close(self) -> None:
+        for decoder in self._decoders:  # requests still in flight (Ctrl-C during --n): the server stops them
+            decoder.close()
         try:
             self.server.client.close()
         except Exception:  # noqa: BLE001 - closing an idle HTTP pool must never fail a run

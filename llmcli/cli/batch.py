@@ -228,6 +228,19 @@ class _Submitted:
         return self._seq.events()
 
 
+def sample_sources(engine, prompt, params_list: list) -> list:
+    """``--n``: what ``run_stream`` reads each sample from — the engine itself, sample after sample, or,
+    where the backend runs samples together (``capabilities.samples_together``; a server: concurrent
+    requests), a sequence already submitted to one decoder: all are generated at once and still read
+    in order (sample 0 streams as it arrives). ``engine.close()`` cancels what is still running."""
+    caps = engine.capabilities
+    if not caps.samples_together or not 1 < len(params_list) <= caps.parallel or \
+            params_list[0].reasoning_budget is not None:
+        return [engine] * len(params_list)
+    decoder = engine.decoder(len(params_list))
+    return [_Submitted(engine, decoder.submit(prompt, p)) for p in params_list]
+
+
 def _run_parallel(engine, params, plan, rec: _Recorder, base: int, n: int) -> None:
     """Continuous batching: a free slot takes the next sample at once (``decoder.admit``), while
     records are still written in input order (a finished sequence waits in its buffer)."""
