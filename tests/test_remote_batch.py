@@ -136,3 +136,13 @@ def _until(cond, timeout: float) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_llama_cpp_python_server_gets_one_request_at_a_time_and_no_constraint(lcpp_server, bad):
+    """Its server interrupts a running request when the next one arrives, ignores integer bounds in
+    schemas and aborts on a GBNF syntax error: llmcli sends it neither."""
+    url = lcpp_server.url
+    bad.run("generate", "-m", url, "--each-line", "--parallel", "2", input="a\n", expect=2, message="--parallel 2")
+    bad.run("generate", "-m", url, "--json-schema", '{"type": "object"}', "Hi", expect=2, message="--json-schema")
+    (bad.work / "list.gbnf").write_text(LIST_GBNF)
+    bad.run("generate", "-m", url, "--grammar", "list.gbnf", "Hi", expect=2, message="--grammar")

@@ -27,7 +27,7 @@ from llmcli.errors import BackendError, ModelError, StreamError, UsageError
 UNKNOWN_CTX = 1 << 30
 OPENAI_SAMPLING = frozenset({"temperature", "top_p", "seed"})
 PENALTY_LAST_N = 64  # llama.cpp's window, the one local backends use
-PARALLEL_MAX = 64  # requests in flight at once (--parallel); the server queues what its slots cannot take
+PARALLEL_MAX = 64  # requests in flight at once (--parallel)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Engine:
     # API has no response_format and llama-server ignores one.
     grammar: frozenset[str] = frozenset()
     raw_schema: str | None = None
+    parallel: int = PARALLEL_MAX  # requests the engine serves at once (it queues what its slots cannot take)
 
     @property
     def sampling(self) -> frozenset[str]:
@@ -61,7 +62,7 @@ ENGINES = {
     "vllm": Engine("vLLM", {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repetition_penalty"}, "vllm",
                    grammar=frozenset({"json_schema"}), raw_schema="response_format"),
     "me": Engine("llama-cpp-python server", {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repeat_penalty"},
-                 "llama-cpp-python"),
+                 "llama-cpp-python", parallel=1),  # a new request interrupts the running one (interrupt_requests)
 }
 GENERIC = Engine("OpenAI-compatible server")
 
@@ -85,7 +86,7 @@ class RemoteBackend:
         self.capabilities = Capabilities(token_ids=False, tokenize="server" if self.engine.tokenize else "none",
                                          count_chat=self.engine.tokenize in ("llama.cpp", "vllm"), prefill=False,
                                          logprobs=False, sampling=self.engine.sampling, grammar=self.engine.grammar,
-                                         parallel=PARALLEL_MAX, samples_together=True)
+                                         parallel=self.engine.parallel, samples_together=self.engine.parallel > 1)
         self.info = BackendInfo("remote", f"{self.engine.name} at {url}", "(server)",
                                 f"{reason}; model id {self.model_id!r}")
         # openai imports each API's module on first use: do it here, not inside the first reply's TTFT.

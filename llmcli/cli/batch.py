@@ -316,10 +316,11 @@ def check_args(each_line: bool, resume: str | None, files, params, parallel: int
 def check_parallel(engine, parallel: int) -> None:
     """After loading: the backend must decode that many sequences together."""
     if parallel > engine.capabilities.parallel:
-        raise UsageError(f"the {engine.name} backend decodes one sequence at a time: --parallel {parallel} needs "
-                         "llama.cpp or a server (-m URL)" if engine.capabilities.parallel == 1 else
+        raise UsageError(f"the {engine.name} backend runs one sequence at a time here: --parallel {parallel} needs "
+                         "llama.cpp, or a server that batches requests" if engine.capabilities.parallel == 1 else
                          f"the {engine.name} backend decodes at most {engine.capabilities.parallel} sequences "
-                         "together", "use --parallel 1, or a GGUF model on llama.cpp, or a server (-m URL)")
+                         "together", "use --parallel 1 (docs/usage.md says which backends and servers run "
+                         "sequences together)")
 
 
 def run(engine, ref, params, *, make_prompt, resume: Resume, log, parallel: int = 1) -> None:
