@@ -5,7 +5,7 @@ the client closed before the end).
 
 Streaming chat completions only; the reply to a user message ``M`` is ``echo: M`` in three chunks.
 A message containing ``FAIL400`` gets HTTP 400, ``FAIL500`` HTTP 500, ``SLOW`` a reply of 400
-chunks 50 ms apart. ``owned_by`` is "stub": an engine llmcli does not know."""
+chunks 50 ms apart, ``CUT`` two chunks and then a closed connection (a server that died). ``owned_by`` is "stub": an engine llmcli does not know."""
 
 from __future__ import annotations
 
@@ -71,9 +71,11 @@ class Stub:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Connection", "close")
                     self.end_headers()
-                    for piece in pieces:
+                    for piece in pieces[:2] if "CUT" in text else pieces:
                         time.sleep(delay)
                         self._event({"delta": {"content": piece}, "finish_reason": None})
+                    if "CUT" in text:
+                        return
                     self._event({"delta": {}, "finish_reason": "stop"})
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()

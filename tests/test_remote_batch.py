@@ -92,13 +92,15 @@ def test_constraints_the_server_cannot_enforce_fail_before_any_line(slots_server
 
 def test_stub_failed_requests_are_error_records_with_n_requests_in_flight(stub):
     stub.max_active = 0
-    lines = ["one", "two", "three", "four", "five", "six FAIL400", "seven FAIL500", "eight"]
+    lines = ["one", "two", "three", "four", "five", "six FAIL400", "seven FAIL500", "eight CUT", "nine"]
     r = batch(stub.url, "--parallel", "4", input="\n".join(lines) + "\n")
     assert r.returncode == 1 and r.stderr.count("error:") == 1, r.stderr
     recs = records(r.stdout)
-    assert [x["line"] for x in recs] == list(range(1, 9))
-    assert [x.get("text") for x in recs] == [f"echo: {t}" if "FAIL" not in t else None for t in lines]
+    assert [x["line"] for x in recs] == list(range(1, 10))
+    assert [x.get("text") for x in recs] == [None if t.split()[-1].isupper() else f"echo: {t}" for t in lines]
     assert "the stub refuses this prompt" in recs[5]["error"] and "HTTP 500" in recs[6]["error"]
+    assert "ended without a finish reason" in recs[7]["error"]  # a stream cut mid-reply
+    assert "6 line(s) answered, 3 failed" in r.stderr
     assert stub.max_active == 4  # never more than --parallel, and all of them used
 
 
