@@ -15,7 +15,7 @@ both variants then reuse its keys/values in whole 64-token units (the single-seq
 own, the decoder another slot's).
 
 ``n``: one prompt, SAMPLES samples of TOKENS tokens (temperature 0.9, seeds S + i) the way
-``generate --n`` runs them (``cli.samples.sample_sources``: one decoder, the prompt evaluated once)
+``generate --n`` runs them (``cli.batch.sample_sources``: one decoder, the prompt evaluated once)
 against SAMPLES separate single-sequence generations on the same backend (what ``--n`` did before),
 alternately; wall seconds and prompt tokens processed of each.
 
@@ -148,7 +148,7 @@ def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1
 
 def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1) -> None:
     from llmcli.backends.base import Message, SamplingParams
-    from llmcli.cli.samples import sample_sources
+    from llmcli.cli.batch import sample_sources
 
     b = backend(threads)
     prompt = b.encode(messages=[Message("user", "Write a short poem about the sea and a lighthouse keeper.")])
@@ -158,11 +158,10 @@ def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1) -> None:
         return [list(b.stream(prompt, p))[-1] for p in params]
 
     def together():
-        sources = sample_sources(b, prompt, params)
-        try:
-            return [list(src.stream(prompt, p))[-1] for src, p in sources]
-        finally:
-            sources.close()
+        out = [list(src.stream(prompt, p))[-1] for src, p in zip(sample_sources(b, prompt, params), params)]
+        for d in list(b._decoders):  # generate closes it with the model; here the model stays
+            d.close()
+        return out
 
     separate()  # warm-up (and the cache then holds another prompt: the first separate run starts cold)
     b.reset()

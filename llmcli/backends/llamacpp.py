@@ -18,6 +18,7 @@ import functools
 import math
 import os
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -70,7 +71,8 @@ class LlamaCppBackend(LocalBackend):
     # positions in the same batches, bit for bit. The price: up to ALIGN - 1 tokens evaluated again
     # per chat turn, and prompt batches of ALIGN tokens (docs/performance.md has the numbers).
     ALIGN = 64
-    capabilities = dataclasses.replace(LocalBackend.capabilities, parallel=PARALLEL_MAX)
+    # --n: the samples run in one ParallelDecoder, the prompt evaluated once (llamacpp_parallel)
+    capabilities = dataclasses.replace(LocalBackend.capabilities, parallel=PARALLEL_MAX, samples_together=True)
 
     def __init__(self, path: Path | str, *, ctx_cap: int | None = None, threads: int | None = None,
                  gpu_layers: int = 0, batch: int = 512, verbose: bool = False, reason: str = "",
@@ -118,6 +120,7 @@ class LlamaCppBackend(LocalBackend):
         self.n_ctx = self._ctx.n_ctx()
         self.n_batch = cparams.n_batch
         self._cparams = cparams  # ParallelDecoder (--parallel) makes its own context from these
+        self._decoders: weakref.WeakSet = weakref.WeakSet()  # open ParallelDecoders, closed before the model
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=verbose)
         self.n_vocab = self._model.n_vocab()
         self.metadata = self._model.metadata()
@@ -222,13 +225,17 @@ class LlamaCppBackend(LocalBackend):
     def _step(self, ids, all_logits: bool = False) -> None:
         """Decode one batch (one generated id in the hot loop) at the end of the cache."""
         if type(ids) is int:  # noqa: E721
+            # The hot path writes the one row itself: set_batch's generic loop costs more per token.
+            b = self._batch.batch
+            b.n_tokens, b.token[0], b.pos[0], b.n_seq_id[0], b.logits[0] = 1, ids, len(self._cached), 1, True
+            b.seq_id[0][0] = 0
             ids = (ids,)
-        self._batch.set_batch(ids, len(self._cached), all_logits)
-        try:
-            self._ctx.decode(self._batch)
-        except RuntimeError as e:
+        else:
+            self._batch.set_batch(ids, len(self._cached), all_logits)
+        rc = self._ll.llama_decode(self._ctx.ctx, self._batch.batch)
+        if rc != 0:
             self._truncate(len(self._cached))  # drop what the failed batch left in the cache
-            raise BackendError(f"llama.cpp failed to evaluate the tokens ({e})") from None
+            raise BackendError(f"llama.cpp failed to evaluate the tokens (llama_decode returned {rc})")
         self._cached.extend(ids)
 
     def _truncate(self, keep: int) -> None:
@@ -315,9 +322,14 @@ class LlamaCppBackend(LocalBackend):
         """A ParallelDecoder for ``n`` sequences at once on this model (its own context)."""
         from llmcli.backends.llamacpp_parallel import ParallelDecoder
 
-        return ParallelDecoder(self, n)
+        decoder = ParallelDecoder(self, n)
+        self._decoders.add(decoder)
+        return decoder
 
     def close(self) -> None:
+        for decoder in list(self._decoders):  # their contexts use the model: freed before it
+            decoder.close()
+        self._decoders.clear()
         for obj in ("_batch", "_ctx", "_model"):
             o = getattr(self, obj, None)
             if o is not None:

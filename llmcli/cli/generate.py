@@ -122,7 +122,6 @@ def generate(
     from llmcli.backends.core import preflight
     from llmcli.cli import batch
     from llmcli.cli.runlog import PendingLog
-    from llmcli.cli.samples import sample_sources
     from llmcli.cli.structured import read_constraint
     from llmcli.logs import file_entry
     from llmcli.config import load_settings
@@ -156,7 +155,6 @@ def generate(
         log.flush()
         raise
     log.loaded(ref, engine)
-    sources = None
     try:
         if not raw and not engine.has_chat_template and verbose:
             info("the model has no chat template: sending the prompt as is")
@@ -176,13 +174,14 @@ def generate(
         check_window(engine, list(prompt_obj.ids), files)
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
         records = []
-        sources = sample_sources(engine, prompt_obj, [params.replace(seed=base_seed + i, n=1)
-                                                      for i in range(params.n)])
-        for i, (source, sample_params) in enumerate(sources):
+        sources = batch.sample_sources(engine, prompt_obj, [params.replace(seed=base_seed + i, n=1)
+                                                            for i in range(params.n)])
+        for i in range(params.n):
+            sample_params = params.replace(seed=base_seed + i, n=1)
             sink = NullSink() if (json_out or jsonl) else TextSink(think_mode)
             if i and not (json_out or jsonl):
                 sys.stdout.write("\n")
-            reply = run_stream(source, prompt_obj, sample_params, sink, think_filter_for(prompt_text))
+            reply = run_stream(sources[i], prompt_obj, sample_params, sink, think_filter_for(prompt_text))
             if not (json_out or jsonl) and (reply.error is None or sink.wrote_any):
                 sink.end()
             if stats or verbose:
@@ -208,8 +207,6 @@ def generate(
         log.failed(e)
         raise
     finally:
-        if sources is not None:
-            sources.close()  # its decoder (--n on a parallel backend) before the model
         engine.close()
         log.flush()  # after the answer is printed; never raises
 
