@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from llmcli.backends.base import Constraint, Message, SamplingParams
 
 ARGS = ("generate", "--each-line", "--threads", "1", "--ctx", "256", "-t", "0", "--seed", "3", "--no-log",
@@ -39,11 +41,23 @@ def test_parallel_4_gives_the_records_of_parallel_1_on_torch(cli, hf_model_dir):
     assert len({r["usage"]["completion_tokens"] for r in recs if "usage" in r}) > 1
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for this test: on a loaded 2-core box two OpenMP threads wait on each other
+    (a token took 0.5–1 s instead of 0.11 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _final(events):
     return list(events)[-1]
 
 
-def test_a_finished_sequence_frees_its_slot_for_the_next_prompt(torch_backend):
+def test_a_finished_sequence_frees_its_slot_for_the_next_prompt(torch_backend, one_thread):
     """Two slots: A stops after 2 tokens, so C goes into A's slot while B is still running; every
     sequence (C under a JSON schema) ends as its own single-sequence run does."""
     b = torch_backend

@@ -288,8 +288,9 @@ def check_args(each_line: bool, resume: str | None, files, params, parallel: int
 def check_parallel(engine, parallel: int) -> None:
     """After loading: the backend must decode that many sequences together."""
     if parallel > engine.capabilities.parallel:
-        raise UsageError(f"the {engine.name} backend decodes one sequence at a time: --parallel {parallel} needs "
-                         "llama.cpp" if engine.capabilities.parallel == 1 else
+        raise UsageError(f"the {engine.name} backend decodes one sequence at a time for this model: --parallel "
+                         f"{parallel} needs llama.cpp, or torch with a Llama-architecture model and no --compile"
+                         if engine.capabilities.parallel == 1 else
                          f"the {engine.name} backend decodes at most {engine.capabilities.parallel} sequences "
                          "together", "use --parallel 1, or a GGUF model on llama.cpp")
 
