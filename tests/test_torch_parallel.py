@@ -96,3 +96,24 @@ def test_parallel_is_refused_where_torch_decodes_one_sequence_at_a_time(bad, hf_
     """--compile (static cache, no lean step) decodes one sequence at a time: a usage error before any line."""
     bad.run("generate", "-m", str(hf_model_dir), "--compile", "--each-line", "--parallel", "2", expect=2,
             message="--parallel", input="a prompt\n")
+
+
+def test_submit_n_evaluates_the_prompt_once_for_all_samples(torch_backend, one_thread):
+    """``--n``'s machinery: 4 samples of one prompt, its keys/values evaluated once and copied to the
+    other slots; each sample is the text its own seed gives alone."""
+    b = torch_backend
+    prompt = b.encode(messages=[Message("user", "Name a colour.")])
+    params = [SamplingParams(temperature=0.8, seed=40 + i, max_tokens=6) for i in range(4)]
+    b.reset()
+    alone = [_final(b.stream(prompt, p)) for p in params]
+    b.reset()
+    decoder = b.decoder(4)
+    try:
+        seqs = decoder.submit_n(prompt, params)
+        got = [_final(s.events()) for s in seqs]
+    finally:
+        decoder.close()
+    assert [f.stats.prompt_tokens_processed for f in got] == [len(prompt.ids), 0, 0, 0]
+    assert [f.stats.seed for f in got] == [40, 41, 42, 43]
+    assert [f.token_ids for f in got] == [f.token_ids for f in alone]
+    assert len({f.text for f in got}) > 1

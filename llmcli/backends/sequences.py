@@ -10,7 +10,8 @@ supplies only its native steps:
 - ``_select(seq, state) -> id``: the sequence's next id from the state of its row;
 - ``_decode(running) -> [state, …]``: one forward with the next id of every running sequence
   (``seq.last`` at position ``seq.pos``), a state per sequence, in order;
-- ``_drop(slot)``: forget the slot's cache; ``_close()``: free the native resources.
+- ``_drop(slot)``: forget the slot's cache; ``_close()``: free the native resources;
+- ``_share(src, dst, length)`` (for ``submit_n``): copy a slot's first ``length`` positions to another.
 
 Each sequence keeps the single-sequence semantics: its ids go through ``textstream.drive``
 (UTF-8, stop strings, max tokens, stats) exactly as ``LocalBackend.stream`` does; the consumer
@@ -113,6 +114,9 @@ class SequenceDecoder:
     def _drop(self, slot: int) -> None:
         raise NotImplementedError  # pragma: no cover
 
+    def _share(self, src: int, dst: int, length: int) -> None:
+        raise NotImplementedError  # pragma: no cover
+
     def _close(self) -> None:
         raise NotImplementedError  # pragma: no cover
 
@@ -122,17 +126,33 @@ class SequenceDecoder:
 
     def submit(self, prompt, params: SamplingParams) -> Sequence:
         """Evaluate ``prompt`` into the lowest free slot and sample its first token."""
+        return self.submit_n(prompt, [params])[0]
+
+    def submit_n(self, prompt, params_list: list[SamplingParams]) -> list[Sequence]:
+        """One sequence per ``params_list`` entry (``--n``: the same prompt, one seed each), all on
+        ``prompt`` evaluated once: its keys/values are copied to the other slots (``_share``) and
+        every sequence draws its first id from the same logits. Needs that many free slots."""
         backend = self.backend
         ids = prompt_ids(prompt)
-        stats = open_stream(backend, ids, params, n_ctx_train=backend.n_ctx_train)
+        slots = [i for i, s in enumerate(self._slots) if s is None][:len(params_list)]
+        if len(slots) < len(params_list):
+            raise BackendError(f"{len(params_list)} sequences need as many free slots; {len(slots)} are free")
+        stats = [open_stream(backend, ids, p, n_ctx_train=backend.n_ctx_train) for p in params_list]
         backend._check_ids(ids)
-        backend.compiled(params.constraint)  # an unenforceable schema fails before any evaluation
-        slot = self._slots.index(None)
-        stats.prompt_tokens_processed, state = self._prefill(slot, ids)
-        seq = Sequence(self, slot, self._new_sampler(params, stats.seed, ids), params, stats, len(ids))
-        self._slots[slot] = seq
-        self._pick(seq, state)
-        return seq
+        for p in params_list:
+            backend.compiled(p.constraint)  # an unenforceable schema fails before any evaluation
+        evaluated, state = self._prefill(slots[0], ids)
+        for slot in slots[1:]:
+            self._share(slots[0], slot, len(ids))
+        seqs = []
+        for k, (slot, params, st) in enumerate(zip(slots, params_list, stats)):
+            st.prompt_tokens_processed = evaluated if k == 0 else 0
+            seq = Sequence(self, slot, self._new_sampler(params, st.seed, ids), params, st, len(ids))
+            self._slots[slot] = seq
+            seqs.append(seq)
+        for seq in seqs:
+            self._pick(seq, state)
+        return seqs
 
     def _pick(self, seq: Sequence, state: Any) -> None:
         token = self._select(seq, state)

@@ -121,6 +121,11 @@ class TorchParallelDecoder(SequenceDecoder):
             logits = F.linear(lean._rms_norm(x, *lean.norm), lean.head)
         return [logits[s.slot] for s in running]
 
+    def _share(self, src: int, dst: int, length: int) -> None:
+        for buffers in (self._cache.keys, self._cache.values):
+            for buf in buffers:
+                buf[dst, :, :length].copy_(buf[src, :, :length])
+
     def _drop(self, slot: int) -> None:
         pass  # a slot's stale keys/values are overwritten by the next prompt put there, and masked till then
 
