@@ -215,13 +215,17 @@ class LlamaCppBackend(LocalBackend):
     def _step(self, ids, all_logits: bool = False) -> None:
         """Decode one batch (one generated id in the hot loop) at the end of the cache."""
         if type(ids) is int:  # noqa: E721
+            # The hot path writes the one row itself: set_batch's generic loop costs more per token.
+            b = self._batch.batch
+            b.n_tokens, b.token[0], b.pos[0], b.n_seq_id[0], b.logits[0] = 1, ids, len(self._cached), 1, True
+            b.seq_id[0][0] = 0
             ids = (ids,)
-        self._batch.set_batch(ids, len(self._cached), all_logits)
-        try:
-            self._ctx.decode(self._batch)
-        except RuntimeError as e:
+        else:
+            self._batch.set_batch(ids, len(self._cached), all_logits)
+        rc = self._ll.llama_decode(self._ctx.ctx, self._batch.batch)
+        if rc != 0:
             self._truncate(len(self._cached))  # drop what the failed batch left in the cache
-            raise BackendError(f"llama.cpp failed to evaluate the tokens ({e})") from None
+            raise BackendError(f"llama.cpp failed to evaluate the tokens (llama_decode returned {rc})")
         self._cached.extend(ids)
 
     def _truncate(self, keep: int) -> None:

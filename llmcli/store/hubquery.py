@@ -1,7 +1,7 @@
 """Read-only questions to the Hugging Face hub: searching models, and the commit a revision is at now.
 
 Calls go through huggingface_hub only (HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE apply), and its
-exceptions are translated by ``hub.hub_errors``, the one place that knows their types.
+exceptions are translated by ``huberrors.hub_errors``, the one place that knows their types.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from llmcli.errors import DownloadError
 from llmcli.store import quant as q
-from llmcli.store.hub import hub_errors, require_online
+from llmcli.store.huberrors import hub_errors, require_online
 from llmcli.store.records import ModelRecord
 
 SEARCH_TASK = "text-generation"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -18,67 +18,9 @@ from llmcli.errors import ModelError, StoreError, UsageError
 from llmcli.store import registry
 from llmcli.store.records import ModelRecord, Registry, StoredFile, now, validate_name
 from llmcli.store.refs import ModelRef, ref_from_path
+from llmcli.store.reports import FileCheck, ModelInfo, PruneReport, PullResult, Removal, Verification
 
 NOT_FOUND_HINT = "see `llmcli models list`"
-
-
-@dataclass(frozen=True)
-class PullResult:
-    record: ModelRecord
-    replaced: ModelRecord | None
-    freed: int  # bytes of the replaced record's files nobody else uses
-
-
-@dataclass(frozen=True)
-class Removal:
-    name: str
-    kind: str  # "alias" | "model"
-    record: ModelRecord | None  # the model (for an alias: the model it pointed at)
-    freed: int = 0
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    name: str
-    status: str  # "ok" | "mismatch" | "missing" | "unverifiable"
-    path: str
-    algorithm: str | None = None
-    expected: str | None = None
-    actual: str | None = None
-
-
-@dataclass(frozen=True)
-class Verification:
-    record: ModelRecord
-    files: tuple[FileCheck, ...]
-
-    @property
-    def bad(self) -> tuple[FileCheck, ...]:
-        return tuple(f for f in self.files if f.status in ("missing", "mismatch"))
-
-
-@dataclass(frozen=True)
-class PruneReport:
-    partials: tuple  # cache.Partial
-    orphans: tuple  # cache.Orphan
-    missing: tuple[str, ...]  # registered models whose files are gone
-    dry_run: bool
-
-    @property
-    def freed(self) -> int:
-        return sum(p.size for p in self.partials) + sum(o.size for o in self.orphans)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What ``models show`` presents: the record (None for a plain path), its ref, header metadata."""
-
-    record: ModelRecord | None
-    ref: ModelRef
-    metadata: dict
-    files: tuple[StoredFile, ...]
-    aliases: tuple[str, ...] = ()
-    is_default: bool = False
 
 
 def not_found(name: str) -> StoreError:
@@ -222,12 +164,13 @@ class ModelStore:
     def plan_update(self, name: str, *, token: str | None = None):
         """(record, plan) for re-pulling a pulled model's files at its revision's current commit."""
         from llmcli.store import hub
+        from llmcli.store.huberrors import require_online
 
         rec = self.find(name)
         if rec.kind != "pulled":
             raise StoreError(f"{rec.name!r} was imported from {rec.path}, not pulled: it has no hub revision to "
                              "update", "pull it from the hub instead: llmcli pull OWNER/REPO:QUANT")
-        hub.require_online("`llmcli pull --update`")
+        require_online("`llmcli pull --update`")
         # The same files as before (by name), not a fresh default choice: an update never changes the quant.
         spec = f"{rec.repo}/{rec.files[0].name}" if rec.format == "gguf" else rec.repo
         return rec, hub.plan(spec, revision=rec.revision, token=token, fmt=rec.format)
