@@ -98,9 +98,9 @@ def test_parallel_is_refused_where_torch_decodes_one_sequence_at_a_time(bad, hf_
             message="--parallel", input="a prompt\n")
 
 
-def test_submit_n_evaluates_the_prompt_once_for_all_samples(torch_backend, one_thread):
-    """``--n``'s machinery: 4 samples of one prompt, its keys/values evaluated once and copied to the
-    other slots; each sample is the text its own seed gives alone."""
+def test_a_prompt_submitted_again_is_evaluated_once(torch_backend, one_thread):
+    """``--n``'s machinery: 4 samples of one prompt submitted in a row, its keys/values evaluated once
+    and copied to the other slots; each sample is the text its own seed gives alone."""
     b = torch_backend
     prompt = b.encode(messages=[Message("user", "Name a colour.")])
     params = [SamplingParams(temperature=0.8, seed=40 + i, max_tokens=6) for i in range(4)]
@@ -109,7 +109,7 @@ def test_submit_n_evaluates_the_prompt_once_for_all_samples(torch_backend, one_t
     b.reset()
     decoder = b.decoder(4)
     try:
-        seqs = decoder.submit_n(prompt, params)
+        seqs = [decoder.submit(prompt, p) for p in params]
         got = [_final(s.events()) for s in seqs]
     finally:
         decoder.close()

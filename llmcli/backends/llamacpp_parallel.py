@@ -32,12 +32,21 @@ class ParallelDecoder(SequenceDecoder):
             cparams.n_ctx, cparams.n_seq_max, cparams.kv_unified = saved
         self._batch = internals.LlamaBatch(n_tokens=max(backend.n_batch, n), embd=0, n_seq_max=1, verbose=False)
 
-    def _prefill(self, slot: int, ids: list[int]) -> tuple[int, int]:
+    def _prefill(self, ids: list[int]) -> tuple[int, int, int]:
+        slot = self._slots.index(None)
         self._ll.llama_memory_seq_rm(self._ctx.memory, slot, 0, -1)
         size = 0
         for start, size in self.backend._chunks(len(ids)):
             self._decode_rows([(t, start + i, slot) for i, t in enumerate(ids[start:start + size])])
-        return len(ids), size - 1
+        return slot, len(ids), size - 1
+
+    def _share(self, src: int, dst: int, length: int) -> None:
+        # With kv_unified off each sequence is its own stream: llama.cpp copies the whole stream
+        # (done in the next llama_decode), so what dst held goes first.
+        memory = self._ctx.memory
+        self._ll.llama_memory_seq_rm(memory, dst, 0, -1)
+        self._ll.llama_memory_seq_cp(memory, src, dst, -1, -1)
+        self._ll.llama_memory_seq_rm(memory, dst, length, -1)
 
     def _new_sampler(self, params: SamplingParams, seed: int, ids: list[int]):
         return self.backend._sampler(params, seed, ids, ctx=self._ctx.ctx)
@@ -63,9 +72,6 @@ class ParallelDecoder(SequenceDecoder):
         rc = self._ll.llama_decode(self._ctx.ctx, b)
         if rc != 0:
             raise BackendError(f"llama.cpp failed to evaluate the tokens (llama_decode returned {rc})")
-
-    def _drop(self, slot: int) -> None:
-        self._ll.llama_memory_seq_rm(self._ctx.memory, slot, 0, -1)
 
     def _close(self) -> None:
         for o in (self._batch, self._ctx):

@@ -4,14 +4,18 @@
 each decode step (pick its next id, hand it to ``drive``, free its slot when it ends); a backend
 supplies only its native steps:
 
-- ``_prefill(slot, ids) -> (evaluated, state)``: the prompt into the slot's cache, and what its
+- ``_prefill(ids) -> (slot, evaluated, state)``: the prompt into a free slot's cache (the backend
+  picks the slot, so it may reuse what one holds), how many ids it evaluated, and what the
   sampler needs for the last position;
 - ``_new_sampler(params, seed, ids)``: one sequence's sampler (``core.Sampler``);
 - ``_select(seq, state) -> id``: the sequence's next id from the state of its row;
 - ``_decode(running) -> [state, …]``: one forward with the next id of every running sequence
   (``seq.last`` at position ``seq.pos``), a state per sequence, in order;
-- ``_drop(slot)``: forget the slot's cache; ``_close()``: free the native resources;
-- ``_share(src, dst, length)`` (for ``submit_n``): copy a slot's first ``length`` positions to another.
+- ``_share(src, dst, length)``: copy a slot's first ``length`` positions to another;
+- ``_close()``: free the native resources.
+
+A finished sequence's slot keeps its keys/values until a prompt is put there: the next sample
+of the same prompt may still copy them.
 
 Each sequence keeps the single-sequence semantics: its ids go through ``textstream.drive``
 (UTF-8, stop strings, max tokens, stats) exactly as ``LocalBackend.stream`` does; the consumer
@@ -96,10 +100,11 @@ class SequenceDecoder:
         self.n = n
         self.n_ctx = n_ctx
         self._slots: list[Sequence | None] = [None] * n
+        self._last: tuple[list[int], int, Any] | None = None  # (ids, slot, state) of the last prefill
         self.admit: Callable[[], None] = lambda: None
 
     # --- native steps (supplied by the backend's decoder) ------------------------------------------
-    def _prefill(self, slot: int, ids: list[int]) -> tuple[int, Any]:
+    def _prefill(self, ids: list[int]) -> tuple[int, int, Any]:
         raise NotImplementedError  # pragma: no cover
 
     def _new_sampler(self, params: SamplingParams, seed: int, ids: list[int]):
@@ -109,9 +114,6 @@ class SequenceDecoder:
         raise NotImplementedError  # pragma: no cover
 
     def _decode(self, running: list[Sequence]) -> list[Any]:
-        raise NotImplementedError  # pragma: no cover
-
-    def _drop(self, slot: int) -> None:
         raise NotImplementedError  # pragma: no cover
 
     def _share(self, src: int, dst: int, length: int) -> None:
@@ -125,34 +127,29 @@ class SequenceDecoder:
         return sum(s is None for s in self._slots)
 
     def submit(self, prompt, params: SamplingParams) -> Sequence:
-        """Evaluate ``prompt`` into the lowest free slot and sample its first token."""
-        return self.submit_n(prompt, [params])[0]
-
-    def submit_n(self, prompt, params_list: list[SamplingParams]) -> list[Sequence]:
-        """One sequence per ``params_list`` entry (``--n``: the same prompt, one seed each), all on
-        ``prompt`` evaluated once: its keys/values are copied to the other slots (``_share``) and
-        every sequence draws its first id from the same logits. Needs that many free slots."""
+        """Start ``prompt`` in a free slot and sample its first token. The prompt submitted just before,
+        with no decode step since (``generate --n``: one prompt per sample), is not evaluated again:
+        its keys/values are copied to the new slot (``_share``) and its logits reused, so the stats
+        count the prompt once."""
         backend = self.backend
         ids = prompt_ids(prompt)
-        slots = [i for i, s in enumerate(self._slots) if s is None][:len(params_list)]
-        if len(slots) < len(params_list):
-            raise BackendError(f"{len(params_list)} sequences need as many free slots; {len(slots)} are free")
-        stats = [open_stream(backend, ids, p, n_ctx_train=backend.n_ctx_train) for p in params_list]
+        stats = open_stream(backend, ids, params, n_ctx_train=backend.n_ctx_train)
         backend._check_ids(ids)
-        for p in params_list:
-            backend.compiled(p.constraint)  # an unenforceable schema fails before any evaluation
-        evaluated, state = self._prefill(slots[0], ids)
-        for slot in slots[1:]:
-            self._share(slots[0], slot, len(ids))
-        seqs = []
-        for k, (slot, params, st) in enumerate(zip(slots, params_list, stats)):
-            st.prompt_tokens_processed = evaluated if k == 0 else 0
-            seq = Sequence(self, slot, self._new_sampler(params, st.seed, ids), params, st, len(ids))
-            self._slots[slot] = seq
-            seqs.append(seq)
-        for seq in seqs:
-            self._pick(seq, state)
-        return seqs
+        backend.compiled(params.constraint)  # an unenforceable schema fails before any evaluation
+        last = self._last
+        if last is not None and last[0] == ids:
+            src = last[1]
+            slot, evaluated, state = (src if self._slots[src] is None else self._slots.index(None)), 0, last[2]
+            if slot != src:
+                self._share(src, slot, len(ids))
+        else:
+            slot, evaluated, state = self._prefill(ids)
+            self._last = (ids, slot, state)
+        stats.prompt_tokens_processed = evaluated
+        seq = Sequence(self, slot, self._new_sampler(params, stats.seed, ids), params, stats, len(ids))
+        self._slots[slot] = seq
+        self._pick(seq, state)
+        return seq
 
     def _pick(self, seq: Sequence, state: Any) -> None:
         token = self._select(seq, state)
@@ -170,13 +167,13 @@ class SequenceDecoder:
 
     def _release(self, seq: Sequence) -> None:
         seq.sampler.close()
-        self._drop(seq.slot)
         self._slots[seq.slot] = None
 
     def step(self) -> None:
         """One decode with the next token of every running sequence; then refill free slots."""
         running = [s for s in self._slots if s is not None]
         if running:
+            self._last = None  # a decode overwrites what the last prefill left (llama.cpp's logits)
             states = self._decode(running)
             for s, state in zip(running, states):
                 s.pos += 1

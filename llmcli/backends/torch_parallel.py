@@ -77,13 +77,14 @@ class TorchParallelDecoder(SequenceDecoder):
         self._cache = RaggedCache(torch, len(lean.layers), n, lean.n_kv, lean.head_dim, lean.dtype, lean.device)
         self._gqa = lean.n_kv != lean.n_q
 
-    def _prefill(self, slot: int, ids: list[int]):
-        """The backend's own prompt evaluation (prefix reuse included), then a copy into the slot."""
+    def _prefill(self, ids: list[int]):
+        """The backend's own prompt evaluation (prefix reuse included), then a copy into a free slot."""
         backend = self.backend
+        slot = self._slots.index(None)
         evaluated, logits = backend._load_prompt(ids)
         layers = backend._cache.layers
         self._cache.put(slot, [layer.keys for layer in layers], [layer.values for layer in layers])
-        return evaluated, logits
+        return slot, evaluated, logits
 
     def _new_sampler(self, params: SamplingParams, seed: int, ids: list[int]):
         return self.backend._sampler(params, seed, ids)
@@ -125,9 +126,6 @@ class TorchParallelDecoder(SequenceDecoder):
         for buffers in (self._cache.keys, self._cache.values):
             for buf in buffers:
                 buf[dst, :, :length].copy_(buf[src, :, :length])
-
-    def _drop(self, slot: int) -> None:
-        pass  # a slot's stale keys/values are overwritten by the next prompt put there, and masked till then
 
     def _close(self) -> None:
         self._cache = None
