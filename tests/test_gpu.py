@@ -1,8 +1,7 @@
 """The torch backend's GPU path, on randomly initialised models built from configs (no model
 files, no network): greedy determinism, the same ids as transformers' ``generate``, prefix
 reuse equal to a fresh run, ``--compile`` equal to eager, batched decode (``--parallel``) equal to
-single runs, ``--n`` and stop strings through the
-real CLI. Each test runs on CUDA (marked ``gpu``: ``llmcli bench --suite gpu`` runs them; they
+single runs, ``--n`` and stop strings through the real CLI. Each test runs on CUDA (marked ``gpu``: ``llmcli bench --suite gpu`` runs them; they
 skip without a CUDA GPU) and, where the logic is device-independent, on the CPU with a tiny
 config, so CI checks the same code without a GPU. The benchmark half of the suite is tested
 here on the CPU too (tiny config, no compile)."""
