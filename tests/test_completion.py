@@ -102,3 +102,69 @@ def test_show_and_install_completion(tmp_path):
     assert str(script) in (tmp_path / ".bashrc").read_text()
     for shell in ("zsh", "fish"):
         assert f"complete_{shell}" in run_cli("--show-completion", shell, env=env, check=True).stdout
+
+
+# ---------------------------------------------------------------- the fast path (cli/fastcomplete.py)
+
+TYPER_ONLY = "import sys\nfrom llmcli.cli.app import main\nsys.argv = ['llmcli']\nmain()\n"
+
+
+def _env(shell: str, line: str, cword: int | None = None, action: str = "get-args") -> dict:
+    env = dict(os.environ, _LLMCLI_COMPLETE=f"complete_{shell}")
+    if shell == "bash":
+        env.update(COMP_WORDS=line, COMP_CWORD=str(cword if cword is not None else len(line.split())))
+    else:
+        env.update(_TYPER_COMPLETE_ARGS=line, _TYPER_COMPLETE_FISH_ACTION=action)
+    return env
+
+
+@pytest.mark.parametrize("shell,line,action", [
+    ("bash", "llmcli generate -m ", None), ("bash", "llmcli chat --model sm", None),
+    ("bash", "llmcli generate --temperature 0 -m t", None), ("bash", "llmcli tokenize -m nothing-like-it", None),
+    ("bash", "llmcli generate -m \"smol", None),
+    ("zsh", "llmcli generate -m ", None), ("zsh", "llmcli perplexity --model smo", None),
+    ("zsh", "llmcli generate -m zzz", None),  # nothing: zsh falls back to files
+    ("fish", "llmcli generate -m ", "get-args"), ("fish", "llmcli chat -m t", "get-args"),
+    ("fish", "llmcli generate -m ", "is-args"), ("fish", "llmcli generate -m zzz", "is-args"),
+])
+def test_fast_model_completion_answers_exactly_as_typer(store_with_models, shell, line, action):
+    """The model-name completion is answered before Typer is imported; byte for byte and exit status
+    for exit status what Typer itself answers for the same shell state."""
+    cword = len(line.split()) if line.endswith(" ") else len(line.split()) - 1
+    env = _env(shell, line, cword, action or "get-args")
+    fast = subprocess.run([sys.executable, "-m", "llmcli"], env=env, capture_output=True, text=True, timeout=120)
+    slow = subprocess.run([sys.executable, "-c", TYPER_ONLY], env=env, capture_output=True, text=True, timeout=120)
+    assert (fast.stdout, fast.returncode, fast.stderr) == (slow.stdout, slow.returncode, slow.stderr)
+    from llmcli.cli import fastcomplete
+
+    assert fastcomplete.answer(env) is not None  # the fast path did answer, not Typer behind it
+
+
+def test_fast_path_skips_typer_and_leaves_other_completions_to_it(store_with_models):
+    code = ("import sys\nfrom llmcli.cli import fastcomplete\n"
+            "try:\n    fastcomplete.main()\nexcept SystemExit:\n    pass\n"
+            "print('typer' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=_env("bash", "llmcli generate -m ", 3),
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["smol-q4", "smolfolder", "tiny", "False"]
+    from llmcli.cli import fastcomplete
+
+    for line, cword in (("llmcli ge", 1), ("llmcli generate --max", 2), ("llmcli generate --system -m ", 4),
+                        ("llmcli models show ", 3), ("llmcli generate -- -m ", 4)):
+        assert fastcomplete.answer(_env("bash", line, cword)) is None, line  # Typer answers these
+
+
+def test_fast_path_knows_every_command_with_a_model_option():
+    import typer.main
+
+    from llmcli.cli.app import app
+    from llmcli.cli.fastcomplete import MODEL_COMMANDS, MODEL_FLAGS
+
+    def walk(cmd, path):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + (name,))
+        if any(set(p.opts) & MODEL_FLAGS for p in cmd.params):
+            assert all(set(p.opts) == MODEL_FLAGS for p in cmd.params if set(p.opts) & MODEL_FLAGS), path
+            yield " ".join(path)
+
+    assert set(walk(typer.main.get_command(app), ())) == MODEL_COMMANDS

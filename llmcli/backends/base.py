@@ -223,6 +223,7 @@ class Capabilities:
     logprobs: bool = False  # logprobs(ids): log p of each id given the ones before it
     grammar: frozenset[str] = frozenset()  # Constraint kinds enforced while decoding ("json_schema", "gbnf")
     parallel: int = 1  # > 1: decoder(n) runs up to this many sequences together (generate --each-line --parallel)
+    samples_together: bool = False  # --n: the samples run at once through decoder(n), each equal to its single run
     sampling: frozenset[str] = SAMPLING_FIELDS
 
     def unsupported(self, params: SamplingParams) -> list[str]:
@@ -266,6 +267,8 @@ class Backend(Protocol):
     def prefill(self, ids: Sequence[int]) -> int: ...  # capabilities.prefill
 
     def logprobs(self, ids: list[int]) -> list[float]: ...  # capabilities.logprobs
+
+    def compiled(self, constraint: Constraint | None): ...  # capabilities.grammar: check (and prepare) one
 
     def reset(self) -> None: ...
 

@@ -28,13 +28,14 @@ JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA
 INT_DIGITS = 15  # an integer bounded on one side only is kept to this many digits
 
 
-def unsupported(what: str, where: str, hint: str | None = None) -> UsageError:
-    return UsageError(f"the llama.cpp backend cannot enforce {what} in --json-schema (at {where or '/'})",
+def unsupported(what: str, where: str, hint: str | None = None, who: str = "the llama.cpp backend") -> UsageError:
+    return UsageError(f"{who} cannot enforce {what} in --json-schema (at {where or '/'})",
                       hint or "remove it from the schema (docs/usage.md lists what each backend enforces)")
 
 
-def check_schema(schema, where: str = "") -> None:
-    """Refuse what the converter would not enforce, naming the place (a JSON pointer)."""
+def check_schema(schema, where: str = "", who: str = "the llama.cpp backend") -> None:
+    """Refuse what the converter would not enforce, naming the place (a JSON pointer). ``who`` names
+    the converter's user in errors (llama-server's converter skips the same keywords)."""
     if schema is True or schema == {}:
         return
     if not isinstance(schema, dict):
@@ -42,7 +43,7 @@ def check_schema(schema, where: str = "") -> None:
                          "see https://json-schema.org")
     for key in schema:
         if key not in SUPPORTED:
-            raise unsupported(f"the keyword {key!r}", where)
+            raise unsupported(f"the keyword {key!r}", where, who=who)
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
     for k in kinds:
@@ -51,36 +52,42 @@ def check_schema(schema, where: str = "") -> None:
                              "types are " + ", ".join(sorted(TYPES)))
     bounds = [k for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema]
     if bounds and kinds != ["integer"]:
-        raise unsupported(f"{bounds[0]!r} on a non-integer", where, "bounds are enforced for integers only")
+        raise unsupported(f"{bounds[0]!r} on a non-integer", where, "bounds are enforced for integers only", who=who)
     for k in bounds:
         if isinstance(schema[k], bool) or not isinstance(schema[k], (int, float)):
             raise UsageError(f"invalid --json-schema: {k} must be a number (at {where or '/'})")
     if "format" in schema and schema["format"] not in FORMATS:
-        raise unsupported(f"the format {schema['format']!r}", where, "formats: " + ", ".join(sorted(FORMATS)))
+        raise unsupported(f"the format {schema['format']!r}", where, "formats: " + ", ".join(sorted(FORMATS)), who=who)
+    pattern = schema.get("pattern")
+    if pattern is not None and not (isinstance(pattern, str) and len(pattern) >= 2 and pattern[0] == "^"
+                                    and pattern[-1] == "$" and "(?" not in pattern.replace("(?:", "")):
+        # llama-server's converter would accept any string for such a pattern, with a log warning only.
+        raise unsupported(f"the pattern {pattern!r}", where, "anchor it as ^…$ and use no lookaround or named "
+                          "group", who=who)
     if "pattern" in schema and ({"minLength", "maxLength", "format"} & schema.keys()):
-        raise unsupported("'pattern' together with a length or format", where)
+        raise unsupported("'pattern' together with a length or format", where, who=who)
     if "items" in schema and not isinstance(schema["items"], dict):
-        raise unsupported("'items' as a list", where, "use a single schema for items")
+        raise unsupported("'items' as a list", where, "use a single schema for items", who=who)
     if isinstance(schema.get("items"), dict) and schema.get("maxItems") is not None and \
             schema.get("maxItems", 0) < schema.get("minItems", 0):
         raise UsageError(f"invalid --json-schema: maxItems < minItems (at {where or '/'})")
     if "anyOf" in schema and (schema.keys() - ANNOTATIONS - {"anyOf"}):
-        raise unsupported("'anyOf' beside other keywords", where)
+        raise unsupported("'anyOf' beside other keywords", where, who=who)
     ap = schema.get("additionalProperties")
     if ap not in (None, False):
-        check_schema(ap, f"{where}/additionalProperties")
+        check_schema(ap, f"{where}/additionalProperties", who)
     for name, sub in (schema.get("properties") or {}).items():
-        check_schema(sub, f"{where}/properties/{name}")
+        check_schema(sub, f"{where}/properties/{name}", who)
     if isinstance(schema.get("items"), dict):
-        check_schema(schema["items"], f"{where}/items")
+        check_schema(schema["items"], f"{where}/items", who)
     for i, sub in enumerate(schema.get("anyOf") or []):
-        check_schema(sub, f"{where}/anyOf/{i}")
+        check_schema(sub, f"{where}/anyOf/{i}", who)
     for group in ("$defs", "definitions"):
         for name, sub in (schema.get(group) or {}).items():
-            check_schema(sub, f"{where}/{group}/{name}")
+            check_schema(sub, f"{where}/{group}/{name}", who)
     ref = schema.get("$ref")
     if ref is not None and not (isinstance(ref, str) and ref.startswith("#/")):
-        raise unsupported(f"the reference {ref!r}", where, "only references inside the schema (#/...) work")
+        raise unsupported(f"the reference {ref!r}", where, "only references inside the schema (#/...) work", who=who)
 
 
 # --- integer ranges ---------------------------------------------------------------------------------

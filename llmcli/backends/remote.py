@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from llmcli.backends.base import (BackendInfo, Capabilities, GenerationStats, Message, Prompt,
+from llmcli.backends.base import (BackendInfo, Capabilities, Constraint, GenerationStats, Message, Prompt,
                                   SamplingParams, StreamEvent, TextChunk)
-from llmcli.backends.core import open_stream
+from llmcli.backends.core import check_constraint, open_stream
 from llmcli.backends.remote_http import ApiKey, Server, not_openai
+from llmcli.backends.remote_parallel import Handle, RemoteDecoder
 from llmcli.backends.textstream import drive
 from llmcli.errors import BackendError, ModelError, StreamError, UsageError
 
@@ -26,6 +27,7 @@ from llmcli.errors import BackendError, ModelError, StreamError, UsageError
 UNKNOWN_CTX = 1 << 30
 OPENAI_SAMPLING = frozenset({"temperature", "top_p", "seed"})
 PENALTY_LAST_N = 64  # llama.cpp's window, the one local backends use
+PARALLEL_MAX = 64  # requests in flight at once (--parallel)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,12 @@ class Engine:
     extra: dict = field(default_factory=dict)  # SamplingParams field -> request body field
     tokenize: str | None = None  # "/tokenize" dialect: "llama.cpp" | "vllm" | "llama-cpp-python"
     fixed: dict = field(default_factory=dict)  # body fields always sent (same meaning as local)
+    # Structured output (docs/usage.md): the Constraint kinds the engine enforces completely, and
+    # the body field that carries a JSON schema on /v1/completions (--raw), where the OpenAI
+    # API has no response_format and llama-server ignores one.
+    grammar: frozenset[str] = frozenset()
+    raw_schema: str | None = None
+    parallel: int = PARALLEL_MAX  # requests the engine serves at once (it queues what its slots cannot take)
 
     @property
     def sampling(self) -> frozenset[str]:
@@ -43,12 +51,18 @@ class Engine:
 
 
 # Keyed by the ``owned_by`` field each engine writes in /v1/models.
+# GBNF goes only to llama-server (vLLM's grammars are another dialect). llama-cpp-python's server
+# gets neither: its schema converter ignores integer bounds, and a GBNF syntax error aborts the
+# whole server process (0.3.36). Other servers get none (one that ignores response_format would
+# give unconstrained text).
 ENGINES = {
     "llamacpp": Engine("llama.cpp server", {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repeat_penalty"},
-                       "llama.cpp", {"repeat_last_n": PENALTY_LAST_N, "cache_prompt": True}),
-    "vllm": Engine("vLLM", {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repetition_penalty"}, "vllm"),
+                       "llama.cpp", {"repeat_last_n": PENALTY_LAST_N, "cache_prompt": True},
+                       frozenset({"json_schema", "gbnf"}), "json_schema"),
+    "vllm": Engine("vLLM", {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repetition_penalty"}, "vllm",
+                   grammar=frozenset({"json_schema"}), raw_schema="response_format"),
     "me": Engine("llama-cpp-python server", {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repeat_penalty"},
-                 "llama-cpp-python"),
+                 "llama-cpp-python", parallel=1),  # a new request interrupts the running one (interrupt_requests)
 }
 GENERIC = Engine("OpenAI-compatible server")
 
@@ -58,6 +72,7 @@ class RemoteBackend:
 
     def __init__(self, url: str, model_id: str | None, key: ApiKey, *, reason: str = "the model is a URL"):
         self.server = Server(url, key)
+        self._decoders: list[RemoteDecoder] = []
         self.url = url
         listing = self.server.call(lambda: self.server.client.models.list(), listing=True)
         models = getattr(listing, "data", None)
@@ -70,7 +85,8 @@ class RemoteBackend:
         self.n_ctx = _server_ctx(card) or UNKNOWN_CTX
         self.capabilities = Capabilities(token_ids=False, tokenize="server" if self.engine.tokenize else "none",
                                          count_chat=self.engine.tokenize in ("llama.cpp", "vllm"), prefill=False,
-                                         logprobs=False, sampling=self.engine.sampling)
+                                         logprobs=False, sampling=self.engine.sampling, grammar=self.engine.grammar,
+                                         parallel=self.engine.parallel, samples_together=self.engine.parallel > 1)
         self.info = BackendInfo("remote", f"{self.engine.name} at {url}", "(server)",
                                 f"{reason}; model id {self.model_id!r}")
         # openai imports each API's module on first use: do it here, not inside the first reply's TTFT.
@@ -155,14 +171,17 @@ class RemoteBackend:
                             "or the model file itself")
 
     # --- generation ---------------------------------------------------------------------------
-    def stream(self, prompt: Prompt | Sequence[int], params: SamplingParams) -> Iterator[StreamEvent]:
+    def stream(self, prompt: Prompt | Sequence[int], params: SamplingParams, *,
+               handle: Handle | None = None) -> Iterator[StreamEvent]:
+        """``handle``: receives the open HTTP stream, so another thread can cancel the request."""
         if not isinstance(prompt, Prompt):
             raise UsageError("a server takes the prompt as messages or text, not token ids")
         if not prompt.messages and not prompt.text:
             raise ModelError("the prompt is empty")
         stats = open_stream(self, None, params)
+        self.compiled(params.constraint)
         # The server counts tokens and applies max_tokens itself: a chunk may hold several tokens.
-        return drive(self._chunks(prompt, params, stats), params=params.replace(max_tokens=None), stats=stats)
+        return drive(self._chunks(prompt, params, stats, handle), params=params.replace(max_tokens=None), stats=stats)
 
     def request(self, prompt: Prompt, params: SamplingParams, seed: int) -> dict:
         """The keyword arguments of the openai call (also used by the benchmark's reference)."""
@@ -182,12 +201,61 @@ class RemoteBackend:
             kwargs["messages"] = [m.to_dict() for m in prompt.messages]
         else:
             kwargs["prompt"] = prompt.text
+        if params.constraint is not None:
+            self._constrain(kwargs, params.constraint, chat=bool(prompt.messages))
         return kwargs
 
-    def _chunks(self, prompt: Prompt, params: SamplingParams, stats: GenerationStats) -> Iterator[TextChunk]:
+    def _constrain(self, kwargs: dict, c: Constraint, *, chat: bool) -> None:
+        body = kwargs["extra_body"]
+        if c.kind == "gbnf":
+            body["grammar"] = c.text  # llama-server, both endpoints
+            return
+        fmt = {"type": "json_schema", "json_schema": {"name": "llmcli", "schema": c.schema(), "strict": True}}
+        if chat:
+            kwargs["response_format"] = fmt
+        else:
+            body[self.engine.raw_schema] = fmt if self.engine.raw_schema == "response_format" else c.schema()
+
+    def compiled(self, constraint: Constraint | None) -> Constraint | None:
+        """Check a constraint once (cached): what llmcli knows the engine would not enforce is refused
+        here, then one tiny request carrying it lets the server refuse what it cannot parse — before
+        any generation, so a batch fails once instead of once per line."""
+        if constraint is None:
+            return None
+        cache = self.__dict__.setdefault("_compiled", {})
+        if constraint not in cache:
+            check_constraint(self.name, self.capabilities, constraint)
+            if constraint.kind == "json_schema" and self.engine is ENGINES["llamacpp"]:
+                # llama-server's converter, like the one the llama.cpp backend uses, skips keywords it
+                # does not implement: the same check refuses them first.
+                from llmcli.backends.grammar_gbnf import check_schema
+
+                check_schema(constraint.schema(), who=f"the {self.engine.name} at {self.url}")
+            self._probe(constraint)
+            cache[constraint] = constraint
+        return cache[constraint]
+
+    def _probe(self, c: Constraint) -> None:
+        # A raw completion: every OpenAI-compatible engine has the endpoint, with or without a chat
+        # template, and parses a grammar or schema there as it does for chat.
+        kwargs = self.request(Prompt((), (), "Hi"), SamplingParams(max_tokens=1, constraint=c), 0)
+        kwargs.update(stream=False)
+        kwargs.pop("stream_options", None)
+        try:
+            self.server.call(lambda: self.server.client.completions.create(**kwargs), model_ids=self.model_ids)
+        except UsageError as e:  # the server refused it (HTTP 400); a server that is down says so as usual
+            detail = e.message.partition("rejected the request: ")[2] or e.message
+            raise UsageError(f"the {self.engine.name} at {self.url} cannot use {c.flag} {c.source}: {detail}",
+                             "fix the grammar (llama.cpp's GBNF)" if c.kind == "gbnf" else
+                             "simplify the schema (docs/usage.md, structured output)") from None
+
+    def _chunks(self, prompt: Prompt, params: SamplingParams, stats: GenerationStats,
+                handle: Handle | None) -> Iterator[TextChunk]:
         kwargs = self.request(prompt, params, stats.seed)
         api = self.server.client.chat.completions if prompt.messages else self.server.client.completions
         stream = self.server.call(lambda: api.create(**kwargs), model_ids=self.model_ids)
+        if handle is not None:
+            handle.opened(stream)
         chat = bool(prompt.messages)
         finish, usage, timings, sent, thinking = None, None, None, 0, False
         try:
@@ -242,6 +310,12 @@ class RemoteBackend:
         finally:
             stream.close()  # also on Ctrl-C: the server stops generating for us
 
+    def decoder(self, n: int) -> RemoteDecoder:
+        """``n`` requests in flight at once (``--parallel``, ``--n``); the server batches them."""
+        decoder = RemoteDecoder(self, n)
+        self._decoders.append(decoder)
+        return decoder
+
     # --- what a server does not have ----------------------------------------------------------
     def prefill(self, ids: Sequence[int]) -> int:
         raise BackendError("a server has no prefill; it reuses prompt prefixes itself")
@@ -254,6 +328,8 @@ class RemoteBackend:
         pass
 
     def close(self) -> None:
+        for decoder in self._decoders:  # requests still in flight (Ctrl-C during --n): the server stops them
+            decoder.close()
         try:
             self.server.client.close()
         except Exception:  # noqa: BLE001 - closing an idle HTTP pool must never fail a run

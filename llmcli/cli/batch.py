@@ -154,17 +154,22 @@ class _Recorder:
         self.engine, self.ref, self.params, self._write = engine, ref, params, write
         self.log, self.tally, self.progress = log, tally, progress
 
-    def reply(self, line: Line, index: int, reply, last: bool) -> None:
+    def reply(self, line: Line, index: int, reply, last: bool) -> bool:
+        """Write one sample's record; False when it failed (its line then gets no more records)."""
         from llmcli.cli.generate import result_record
 
         if reply.interrupted:
             raise KeyboardInterrupt
+        if reply.error is not None:  # a stream that broke mid-reply (a server gone): the line failed
+            self.error(line, reply.error.message)
+            return False
         self._write({"line": line.number, **result_record(reply, model=self.ref.display,
                                                           backend=self.engine.name, index=index)})
         self.log.reply(reply, sample=index, prompt=line.text)
         if last:
             self.tally.answered += 1
             self._done()
+        return True
 
     def error(self, line: Line, message: str) -> None:
         self._write({"line": line.number, "error": message})
@@ -208,7 +213,8 @@ def run_batch(engine, ref, params, lines: Iterable[Line], *, make_prompt, resume
                 _reraise_output(e)
                 rec.error(line, e.message)
                 break
-            rec.reply(line, i, reply, last=i == todo[-1])
+            if not rec.reply(line, i, reply, last=i == todo[-1]):
+                break
     return tally
 
 
@@ -220,6 +226,19 @@ class _Submitted:
 
     def stream(self, _prompt, _params):
         return self._seq.events()
+
+
+def sample_sources(engine, prompt, params_list: list) -> list:
+    """``--n``: what ``run_stream`` reads each sample from — the engine itself, sample after sample, or,
+    where the backend runs samples together (``capabilities.samples_together``; a server: concurrent
+    requests), a sequence already submitted to one decoder: all are generated at once and still read
+    in order (sample 0 streams as it arrives). ``engine.close()`` cancels what is still running."""
+    caps = engine.capabilities
+    if not caps.samples_together or not 1 < len(params_list) <= caps.parallel or \
+            params_list[0].reasoning_budget is not None:
+        return [engine] * len(params_list)
+    decoder = engine.decoder(len(params_list))
+    return [_Submitted(engine, decoder.submit(prompt, p)) for p in params_list]
 
 
 def _run_parallel(engine, params, plan, rec: _Recorder, base: int, n: int) -> None:
@@ -254,17 +273,26 @@ def _run_parallel(engine, params, plan, rec: _Recorder, base: int, n: int) -> No
                 jobs.append((line, None, e.message, True))
 
     decoder.admit = admit
+    failed = None  # the line whose sample failed: its other samples write no records (as with --parallel 1)
     try:
         admit()
         while jobs:
             line, i, what, last = jobs.popleft()
-            if i is None:
+            if line is failed:
+                pass
+            elif i is None:
                 rec.error(line, what)
             else:
                 prompt, seq = what
-                reply = run_stream(_Submitted(engine, seq), prompt, seq.params, NullSink(),
-                                   think_filter_for(prompt.text if prompt.messages else None))
-                rec.reply(line, i, reply, last)
+                try:  # a request's own failure (a server's HTTP error) is that line's error record
+                    reply = run_stream(_Submitted(engine, seq), prompt, seq.params, NullSink(),
+                                       think_filter_for(prompt.text if prompt.messages else None))
+                    ok = rec.reply(line, i, reply, last)
+                except LlmcliError as e:
+                    _reraise_output(e)
+                    rec.error(line, e.message)
+                    ok = False
+                failed = failed if ok else line
             if not jobs:
                 admit()
     finally:
@@ -288,11 +316,12 @@ def check_args(each_line: bool, resume: str | None, files, params, parallel: int
 def check_parallel(engine, parallel: int) -> None:
     """After loading: the backend must decode that many sequences together."""
     if parallel > engine.capabilities.parallel:
-        raise UsageError(f"the {engine.name} backend decodes one sequence at a time for this model: --parallel "
-                         f"{parallel} needs llama.cpp, or torch with a Llama-architecture model and no --compile"
-                         if engine.capabilities.parallel == 1 else
+        raise UsageError(f"the {engine.name} backend runs one sequence at a time here: --parallel {parallel} needs "
+                         "llama.cpp, torch with a Llama-architecture model and no --compile, or a server that "
+                         "batches requests" if engine.capabilities.parallel == 1 else
                          f"the {engine.name} backend decodes at most {engine.capabilities.parallel} sequences "
-                         "together", "use --parallel 1, or a GGUF model on llama.cpp")
+                         "together", "use --parallel 1 (docs/usage.md says which backends and servers run "
+                         "sequences together)")
 
 
 def run(engine, ref, params, *, make_prompt, resume: Resume, log, parallel: int = 1) -> None:

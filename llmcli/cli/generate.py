@@ -174,12 +174,14 @@ def generate(
         check_window(engine, list(prompt_obj.ids), files)
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
         records = []
+        sources = batch.sample_sources(engine, prompt_obj, [params.replace(seed=base_seed + i, n=1)
+                                                            for i in range(params.n)])
         for i in range(params.n):
             sample_params = params.replace(seed=base_seed + i, n=1)
             sink = NullSink() if (json_out or jsonl) else TextSink(think_mode)
             if i and not (json_out or jsonl):
                 sys.stdout.write("\n")
-            reply = run_stream(engine, prompt_obj, sample_params, sink, think_filter_for(prompt_text))
+            reply = run_stream(sources[i], prompt_obj, sample_params, sink, think_filter_for(prompt_text))
             if not (json_out or jsonl) and (reply.error is None or sink.wrote_any):
                 sink.end()
             if stats or verbose:

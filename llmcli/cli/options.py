@@ -14,41 +14,13 @@ import typer
 
 from llmcli import params as P
 from llmcli.backends.base import SamplingParams
+from llmcli.cli.fastcomplete import complete_model
 from llmcli.errors import UsageError
 
 MODEL_PANEL = P.MODEL
 SAMPLING_PANEL = P.SAMPLING
 OUTPUT_PANEL = P.OUTPUT
 INPUT_PANEL = P.INPUT
-
-
-def complete_model(incomplete: str) -> list[str]:
-    """Shell completion for ``-m``: store names and aliases, then .gguf files and folders under the
-    typed path. Reads only the registry (no model library is imported); a damaged or missing
-    registry completes nothing rather than printing an error into the user's prompt."""
-    import os
-
-    from llmcli.errors import LlmcliError
-
-    out: list[str] = []
-    try:
-        from llmcli.store.modelstore import ModelStore
-
-        reg = ModelStore().snapshot()
-        out = sorted(n for n in {*reg.models, *reg.aliases} if n.startswith(incomplete))
-    except (LlmcliError, OSError):
-        pass
-    folder, _, stem = incomplete.rpartition("/")
-    if folder or incomplete.startswith((".", "~")):
-        base = os.path.expanduser(folder or ".") if folder or incomplete.startswith("~") else "."
-        try:
-            with os.scandir(base or "/") as entries:
-                for e in entries:
-                    if e.name.startswith(stem) and (e.is_dir() or e.name.lower().endswith(".gguf")):
-                        out.append(f"{folder}/{e.name}" if folder else e.name)
-        except OSError:
-            pass
-    return out
 
 
 COMPLETERS = {"model": complete_model}  # shell completion for a table row's option
