@@ -163,8 +163,10 @@ class TorchBackend(LocalBackend):
             if lean_step_supported(model):
                 self._lean = LeanLlamaStep(model, self.n_ctx)
                 compile_note += "; decode: lean Llama step (fused q/k/v and gate/up)"
-                # --parallel batches the lean step's rows (torch_parallel); other models decode one at a time
-                self.capabilities = dataclasses.replace(self.capabilities, parallel=PARALLEL_MAX, samples_together=True)
+                # --parallel and --n batch the lean step's rows (torch_parallel); other models decode one
+                # sequence at a time
+                self.capabilities = dataclasses.replace(self.capabilities, parallel=PARALLEL_MAX,
+                                                        samples_together=True)
         attn_used = getattr(model.config, "_attn_implementation", attn) or "default"
         self.info = BackendInfo(
             "torch", str(self.device), dtype_name,
