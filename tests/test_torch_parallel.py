@@ -117,3 +117,17 @@ def test_a_prompt_submitted_again_is_evaluated_once(torch_backend, one_thread):
     assert [f.stats.seed for f in got] == [40, 41, 42, 43]
     assert [f.token_ids for f in got] == [f.token_ids for f in alone]
     assert len({f.text for f in got}) > 1
+
+
+def test_cli_n_4_on_torch_evaluates_the_prompt_once(cli, hf_model_dir):
+    """``generate --n 4``: the samples run together in one decoder and the prompt is processed once
+    (the issue's test); sample i is the run with seed S + i alone."""
+    args = ("generate", "-m", str(hf_model_dir), "--threads", "1", "--no-log", "--max-tokens", "6", "-t", "0.8",
+            "--jsonl", "--stats", "Name a colour.")
+    four = cli(*args, "--n", "4", "--seed", "20", check=True)
+    processed = [line.split(" processed")[0].rsplit("(", 1)[1] for line in four.stderr.splitlines()
+                 if " processed" in line]
+    prompt_tokens = json.loads(four.stdout.splitlines()[0])["usage"]["prompt_tokens"]
+    assert processed == [str(prompt_tokens), "0", "0", "0"], four.stderr
+    alone = cli(*args, "--seed", "22", check=True)
+    assert json.loads(alone.stdout)["text"] == json.loads(four.stdout.splitlines()[2])["text"]
