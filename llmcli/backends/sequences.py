@@ -143,6 +143,7 @@ class SequenceDecoder:
             if slot != src:
                 self._share(src, slot, len(ids))
         else:
+            self._last = None  # a prefill may reuse (and clear) the slot it pointed at, even if it fails
             slot, evaluated, state = self._prefill(ids)
             self._last = (ids, slot, state)
         stats.prompt_tokens_processed = evaluated
