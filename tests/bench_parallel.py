@@ -167,7 +167,7 @@ def n_samples(samples: int, tokens: int, threads: int, rounds: int = 1, name: st
             d.close()
         return out
 
-    separate()  # warm-up (and the cache then holds another prompt: the first separate run starts cold)
+    list(b.stream(prompt, params[0].replace(max_tokens=4)))  # warm-up
     b.reset()
     before = load()
     walls = {"separate": [], "together": []}
