@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from llmcli.errors import UsageError
 
+PARALLEL_MAX = 64  # sequences (or requests) one decoder runs at once: the bound of --parallel and --n together
+
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 2  # llama.cpp reserves 0xFFFFFFFF for "pick a random seed"
 CTX_MAX = 2**24  # 16M tokens: beyond any trained window; keeps n_ctx far from int32 overflow
@@ -324,7 +326,7 @@ TABLE: tuple[Param, ...] = (
           section="input", settable=False, in_config=False, panel=OUTPUT, metavar="FILE"),
     Param("parallel", int, "With --each-line: decode this many lines together (llama.cpp, or torch for Llama "
           "models), or keep this many requests in flight (a server); records stay in input order.", 1, lo=1,
-          hi=64, section="input", settable=False, in_config=False, panel=INPUT, metavar="N"),
+          hi=PARALLEL_MAX, section="input", settable=False, in_config=False, panel=INPUT, metavar="N"),
     Param("resume", str, "With --each-line: skip the lines this earlier output file (JSONL) already answers.",
           section="input", settable=False, in_config=False, panel=INPUT, metavar="FILE"),
 )

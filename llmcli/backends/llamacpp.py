@@ -27,9 +27,8 @@ from llmcli.backends.core import LocalBackend, common_prefix_len
 from llmcli.backends.hardware import physical_cores
 from llmcli.backends.sampling import PENALTY_LAST_N, NgramBlocker
 from llmcli.errors import BackendError, ModelError, UsageError
+from llmcli.params import PARALLEL_MAX
 
-
-PARALLEL_MAX = 64  # sequences one ParallelDecoder runs at once (--parallel)
 
 
 @functools.lru_cache(maxsize=1)

@@ -21,13 +21,13 @@ from llmcli.backends.remote_http import ApiKey, Server, not_openai
 from llmcli.backends.remote_parallel import Handle, RemoteDecoder
 from llmcli.backends.textstream import drive
 from llmcli.errors import BackendError, ModelError, StreamError, UsageError
+from llmcli.params import PARALLEL_MAX
 
 # A server that does not report its window: chat never drops history on its own, the server
 # says when a conversation no longer fits.
 UNKNOWN_CTX = 1 << 30
 OPENAI_SAMPLING = frozenset({"temperature", "top_p", "seed"})
 PENALTY_LAST_N = 64  # llama.cpp's window, the one local backends use
-PARALLEL_MAX = 64  # requests in flight at once (--parallel)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from llmcli.backends.base import BackendInfo, Constraint, SamplingParams
 from llmcli.backends.core import LocalBackend
 from llmcli.backends.torch_cache import cache_kwarg, growing_layer_class
 from llmcli.backends.torch_checks import check_architecture, check_hf_folder, read_config
-from llmcli.backends.torch_parallel import PARALLEL_MAX
+from llmcli.params import PARALLEL_MAX
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 from llmcli.backends.base import SamplingParams
 from llmcli.backends.sequences import Sequence, SequenceDecoder
 
-PARALLEL_MAX = 64  # sequences one decoder runs at once (--parallel)
 MIN_CAPACITY = 256  # positions per slot allocated at first; doubled when a row outgrows it
 
 
