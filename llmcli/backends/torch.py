@@ -29,9 +29,9 @@ from llmcli.backends.base import BackendInfo, Constraint, SamplingParams
 from llmcli.backends.core import LocalBackend
 from llmcli.backends.torch_cache import cache_kwarg, growing_layer_class
 from llmcli.backends.torch_checks import check_architecture, check_hf_folder, read_config
-from llmcli.params import PARALLEL_MAX
 from llmcli.backends.torch_env import parse_device, parse_dtype, quiet_transformers, resolve_device, resolve_dtype
 from llmcli.errors import BackendError, ModelError
+from llmcli.params import PARALLEL_MAX
 
 PREFILL_CHUNK = 512  # prompt tokens per forward (bounds activation and logits memory)
 # Special tokens llama.cpp treats as end-of-generation by their text (src/llama-vocab.cpp):

@@ -174,10 +174,9 @@ def generate(
         check_window(engine, list(prompt_obj.ids), files)
         base_seed = params.seed if params.seed is not None else random.randrange(2**31)
         records = []
-        sources = batch.sample_sources(engine, prompt_obj, [params.replace(seed=base_seed + i, n=1)
-                                                            for i in range(params.n)])
-        for i in range(params.n):
-            sample_params = params.replace(seed=base_seed + i, n=1)
+        samples = [params.replace(seed=base_seed + i, n=1) for i in range(params.n)]
+        sources = batch.sample_sources(engine, prompt_obj, samples)
+        for i, sample_params in enumerate(samples):
             sink = NullSink() if (json_out or jsonl) else TextSink(think_mode)
             if i and not (json_out or jsonl):
                 sys.stdout.write("\n")
